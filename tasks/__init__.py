@@ -1,0 +1,1 @@
+"""Incremental doit graph from Hugging Face checkpoints to Triton model repositories."""

@@ -1,0 +1,114 @@
+"""Filesystem moves that never leave a half-written output where a finished one belongs."""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+_AT_FDCWD = -100
+_RENAME_EXCHANGE = 2
+_TMP_MARK = ".tmp-"
+
+
+def tmp_sibling(path: Path) -> Path:
+    """A private work dir next to ``path`` (same filesystem, so rename is atomic)."""
+    return path.parent / f".{path.name}{_TMP_MARK}{os.getpid()}"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_tmp(path: Path) -> None:
+    """Delete work dirs of ``path`` left by runs that were killed (their pid is gone)."""
+    prefix = f".{path.name}{_TMP_MARK}"
+    if not path.parent.is_dir():
+        return
+    for entry in path.parent.iterdir():
+        pid_text = entry.name.removeprefix(prefix)
+        if entry.name.startswith(prefix) and pid_text.isdigit() and not _pid_alive(int(pid_text)):
+            log.info("removing %s left by an interrupted run", entry)
+            remove_tree(entry)
+
+
+def remove_tree(path: Path) -> None:
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.exists():
+        shutil.rmtree(path)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two paths with renameat2(RENAME_EXCHANGE); False if unsupported."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    renameat2 = getattr(libc, "renameat2", None)
+    if renameat2 is None:
+        return False
+    rc = renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
+    if rc == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EPERM):
+        return False
+    raise OSError(err, os.strerror(err), str(a))
+
+
+def swap_in(new: Path, dest: Path) -> Path | None:
+    """Publish directory ``new`` at ``dest``; return where the previous ``dest`` now is.
+
+    With an existing ``dest`` the two are exchanged in one syscall, so readers (a
+    running Triton) see either the old or the new tree, never a missing one.
+    """
+    if not dest.exists():
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        new.rename(dest)
+        return None
+    if _exchange(new, dest):
+        return new
+    old = dest.parent / f".{dest.name}.old-{os.getpid()}"
+    dest.rename(old)
+    new.rename(dest)
+    return old
+
+
+def link_or_copy(src: Path, dst: Path) -> bool:
+    """Hardlink ``src`` to ``dst``; copy only across filesystems. True if linked."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(src, dst)
+    except OSError as exc:
+        if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK):
+            raise
+        shutil.copy2(src, dst)
+        return False
+    return True
+
+
+def write_json_atomic(path: Path, data: Any) -> None:  # noqa: ANN401 - any JSON value
+    """Write JSON through a temp file and rename, with stable key order."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}{_TMP_MARK}{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    tmp.replace(path)
+
+
+def read_json(path: Path) -> Any:  # noqa: ANN401 - any JSON value
+    """Parsed JSON, or None when the file is missing or unreadable (treated as not built)."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None

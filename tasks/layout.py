@@ -1,0 +1,57 @@
+"""Which Triton models an encoder repository holds, and which files each one gets.
+
+The config stage fills the templates named here; the repo stage links the
+artifacts named here.  Both targets give the same model names and tensors; only
+the encoder's implementation differs (TensorRT plan vs onnxruntime python model).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+TEMPLATES = Path(__file__).parent / "templates"
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """A file taken from an upstream stage's output into a Triton model directory."""
+
+    role: str  # "engine" or "hf"
+    source: str  # path inside that stage's output
+    dest: str  # path inside the Triton model directory
+    required: bool = True
+
+
+@dataclass(frozen=True)
+class TritonModel:
+    name: str
+    template: str  # folder under tasks/templates
+    artifacts: tuple[Artifact, ...] = ()
+    empty_dirs: tuple[str, ...] = ()
+
+    @property
+    def template_dir(self) -> Path:
+        return TEMPLATES / self.template
+
+
+def encoder_models(model: str, target: str) -> list[TritonModel]:
+    """Ensemble ``<model>`` = ``<model>_tokenizer`` -> ``<model>_encoder``."""
+    tokenizer_files = tuple(
+        Artifact("hf", name, f"1/{name}", required=name == "tokenizer.json") for name in TOKENIZER_FILES
+    )
+    if target == "trt":
+        encoder = TritonModel(f"{model}_encoder", "encoder/tensorrt_plan", (Artifact("engine", "model.plan", "1/model.plan"),))
+    else:
+        encoder = TritonModel(f"{model}_encoder", "encoder/onnx_cpu", (Artifact("engine", "model.onnx", "1/model.onnx"),))
+    return [
+        TritonModel(model, "encoder/ensemble", empty_dirs=("1",)),
+        TritonModel(f"{model}_tokenizer", "encoder/tokenizer", tokenizer_files),
+        encoder,
+    ]
+
+
+def template_files(models: list[TritonModel]) -> list[Path]:
+    """Every template file the config stage reads (its raw-file inputs)."""
+    return sorted(p for m in models for p in m.template_dir.rglob("*") if p.is_file() and "__pycache__" not in p.parts)

@@ -1,0 +1,317 @@
+"""Model files: ``models/<name>.yaml`` parsed, checked and completed with defaults.
+
+Every key is either understood or an error; nothing is ignored.  Errors read
+``models/minilm.yaml: engine.max_batch_size: expected an integer >= 1, got 'x'``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tasks import trtexec
+from tasks.errors import YamlError
+
+log = logging.getLogger(__name__)
+
+NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]*")
+SHA_RE = re.compile(r"[0-9a-f]{40}")
+TOP_KEYS = ("name", "kind", "family", "source", "export", "convert", "engine", "triton", "bench", "sweep")
+KINDS = ("encoder", "llm", "ensemble")
+IMPLEMENTED_KINDS = {"encoder": ("bert",)}
+REQUIRED = object()
+
+Check = Callable[[Any, "Where"], Any]
+
+
+@dataclass(frozen=True)
+class Where:
+    """The file and dotted key a value came from, for one-line errors."""
+
+    file: str
+    key: str
+
+    def child(self, key: str) -> Where:
+        return Where(self.file, f"{self.key}.{key}" if self.key else key)
+
+    def error(self, message: str) -> YamlError:
+        return YamlError(self.file, self.key, message)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A validated model file; blocks hold every key with defaults filled in."""
+
+    name: str
+    kind: str
+    family: str
+    file: Path
+    source: Mapping[str, str]
+    blocks: Mapping[str, Mapping[str, Any]]
+    written: frozenset[str] = frozenset()  # top-level keys present in the file
+
+    def block(self, name: str) -> Mapping[str, Any]:
+        return self.blocks.get(name, {})
+
+
+# ---- scalar checks -------------------------------------------------------------------------
+
+
+def integer(low: int, high: int | None = None) -> Check:
+    bound = f">= {low}" if high is None else f"between {low} and {high}"
+
+    def check(value: Any, where: Where) -> int:  # noqa: ANN401 - raw YAML value
+        ok = isinstance(value, int) and not isinstance(value, bool)
+        if not ok or value < low or (high is not None and value > high):
+            raise where.error(f"expected an integer {bound}, got {value!r}")
+        return int(value)
+
+    return check
+
+
+def one_of(*choices: str) -> Check:
+    def check(value: Any, where: Where) -> str:  # noqa: ANN401
+        if value not in choices:
+            raise where.error(f"expected one of {', '.join(choices)}, got {value!r}")
+        return str(value)
+
+    return check
+
+
+def boolean(value: Any, where: Where) -> bool:  # noqa: ANN401
+    if not isinstance(value, bool):
+        raise where.error(f"expected true or false, got {value!r}")
+    return value
+
+
+def text(value: Any, where: Where) -> str:  # noqa: ANN401
+    if not isinstance(value, str) or not value.strip():
+        raise where.error(f"expected a non-empty string, got {value!r}")
+    return value
+
+
+def int_list(value: Any, where: Where) -> list[int]:  # noqa: ANN401
+    if not isinstance(value, list) or not value:
+        raise where.error(f"expected a non-empty list of integers >= 1, got {value!r}")
+    return [integer(1)(item, where.child(str(i))) for i, item in enumerate(value)]
+
+
+def str_list(value: Any, where: Where) -> list[str]:  # noqa: ANN401
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise where.error(f"expected a list of strings, got {value!r}")
+    return list(value)
+
+
+def scalar_map(value: Any, where: Where) -> dict[str, Any]:  # noqa: ANN401
+    if not isinstance(value, dict):
+        raise where.error(f"expected a mapping of flag name to value, got {value!r}")
+    for key, item in value.items():
+        if not isinstance(item, str | int | float | bool):
+            raise where.child(str(key)).error(f"expected a string, number or boolean, got {item!r}")
+    return dict(value)
+
+
+# ---- blocks --------------------------------------------------------------------------------
+
+ENCODER_BLOCKS: dict[str, dict[str, tuple[Check, Any]]] = {
+    "export": {
+        "opset": (integer(17, 23), 18),
+        "pooling": (one_of("mean", "cls"), "mean"),
+        "normalize": (boolean, True),
+    },
+    "engine": {
+        "max_batch_size": (integer(1), REQUIRED),
+        "max_seq_len": (integer(1), REQUIRED),
+        "opt_batch_size": (integer(1), None),
+        "opt_seq_len": (integer(1), None),
+        "precision": (one_of("fp32", "fp16", "bf16", "best"), "fp32"),
+        "workspace_mb": (integer(1), None),
+        "flags": (scalar_map, {}),
+        "extra_args": (str_list, []),
+    },
+    "triton": {
+        "max_batch_size": (integer(1), REQUIRED),
+        "instance_count": (integer(1), 1),
+        "max_queue_delay_us": (integer(0), 100),
+    },
+    "bench": {
+        "concurrency": (int_list, [1]),
+    },
+}
+NOT_FOR_ENCODERS = {
+    "convert": "encoders are exported to ONNX (export:); convert is for kind llm, not implemented yet",
+    "sweep": "sweeps are not implemented yet",
+}
+
+
+def check_block(raw: Any, fields: Mapping[str, tuple[Check, Any]], where: Where) -> dict[str, Any]:  # noqa: ANN401
+    """Validate one block against its field table and fill in defaults."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise where.error(f"expected a mapping, got {raw!r}")
+    for key in raw:
+        if key not in fields:
+            raise where.child(str(key)).error(f"unknown key (known: {', '.join(fields)})")
+    out: dict[str, Any] = {}
+    for key, (check, default) in fields.items():
+        if key in raw:
+            out[key] = check(raw[key], where.child(key))
+        elif default is REQUIRED:
+            raise where.child(key).error("required key is missing")
+        else:
+            out[key] = default
+    return out
+
+
+def _check_engine(engine: dict[str, Any], where: Where) -> None:
+    for opt, limit in (("opt_batch_size", "max_batch_size"), ("opt_seq_len", "max_seq_len")):
+        if engine[opt] is None:
+            engine[opt] = engine[limit]
+        elif engine[opt] > engine[limit]:
+            msg = f"expected an integer <= engine.{limit} ({engine[limit]}), got {engine[opt]}"
+            raise where.child(opt).error(msg)
+    table = trtexec.static_table()
+    for flag in engine["flags"]:
+        problem = trtexec.check_flag(str(flag), table)
+        if problem:
+            raise where.child(f"flags.{flag}").error(problem)
+
+
+def _check_triton(triton: dict[str, Any], engine: dict[str, Any], where: Where) -> None:
+    if triton["max_batch_size"] > engine["max_batch_size"]:
+        msg = f"expected <= engine.max_batch_size ({engine['max_batch_size']}), got {triton['max_batch_size']}"
+        raise where.child("max_batch_size").error(msg)
+
+
+# ---- source --------------------------------------------------------------------------------
+
+
+def check_source(raw: Any, where: Where) -> dict[str, str]:  # noqa: ANN401
+    kinds = [k for k in ("hf", "pip", "path") if isinstance(raw, dict) and k in raw]
+    if not isinstance(raw, dict) or len(kinds) != 1:
+        raise where.error("expected exactly one of {hf: <repo id>, revision: <sha|branch>}, {pip: <package>}, {path: <folder>}")
+    allowed = {"hf": ("hf", "revision"), "pip": ("pip",), "path": ("path",)}[kinds[0]]
+    for key in raw:
+        if key not in allowed:
+            raise where.child(str(key)).error(f"unknown key for a {kinds[0]} source (known: {', '.join(allowed)})")
+    out = {key: text(raw[key], where.child(key)) for key in raw}
+    if kinds[0] == "hf" and "revision" not in out:
+        raise where.child("revision").error("required: a commit sha, or a branch written explicitly (e.g. main)")
+    return out
+
+
+def _checkpoint_config(source: Mapping[str, str], yaml_file: Path) -> dict[str, Any] | None:
+    """config.json of a local source, read without downloading anything (None if unknown)."""
+    if "path" not in source:
+        return None
+    folder = Path(source["path"])
+    folder = folder if folder.is_absolute() else yaml_file.parent / folder
+    try:
+        data = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def check_limits(spec: ModelSpec, hf_config: Mapping[str, Any] | None) -> None:
+    """Engine limits the checkpoint cannot support fail here, not deep inside a build."""
+    if hf_config is None:
+        return
+    limit = hf_config.get("max_position_embeddings")
+    seq = spec.block("engine").get("max_seq_len")
+    if isinstance(limit, int) and isinstance(seq, int) and seq > limit:
+        where = Where(str(spec.file), "engine.max_seq_len")
+        raise where.error(f"expected <= {limit} (max_position_embeddings of the checkpoint), got {seq}")
+
+
+# ---- file ----------------------------------------------------------------------------------
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate keys (PyYAML keeps the last one silently)."""
+
+
+def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:  # noqa: FBT001, FBT002 - PyYAML API
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+        if key in seen:
+            line = key_node.start_mark.line + 1
+            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r} (line {line})", key_node.start_mark)
+        seen.add(key)
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def read_yaml(path: Path, shown: str) -> dict[str, Any]:
+    try:
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)  # noqa: S506 - safe loader subclass
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f"line {mark.line + 1}: " if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise YamlError(shown, "", f"{line}not valid YAML: {problem}") from None
+    except OSError as exc:
+        raise YamlError(shown, "", f"cannot read: {exc.strerror}") from None
+    if not isinstance(data, dict):
+        raise YamlError(shown, "", f"expected a mapping of keys (name, kind, source, ...), got {type(data).__name__}")
+    return data
+
+
+def _check_top(data: dict[str, Any], stem: str, where: Where) -> tuple[str, str, str]:
+    for key in data:
+        if key not in TOP_KEYS:
+            raise where.child(str(key)).error(f"unknown key (known: {', '.join(TOP_KEYS)})")
+    for key in ("name", "kind", "family", "source"):
+        if key not in data:
+            raise where.child(key).error("required key is missing")
+    name = text(data["name"], where.child("name"))
+    if not NAME_RE.fullmatch(name):
+        raise where.child("name").error(f"expected lowercase letters, digits, '.', '_' or '-' (starting with a letter or digit), got {name!r}")
+    if name != stem:
+        raise where.child("name").error(f"must equal the file name {stem!r}, got {name!r}")
+    kind = one_of(*KINDS)(data["kind"], where.child("kind"))
+    if kind not in IMPLEMENTED_KINDS:
+        raise where.child("kind").error(f"kind {kind!r} is not implemented yet (implemented: {', '.join(IMPLEMENTED_KINDS)})")
+    family = text(data["family"], where.child("family"))
+    families = IMPLEMENTED_KINDS[kind]
+    if family not in families:
+        raise where.child("family").error(f"family {family!r} is not implemented yet for kind {kind} (implemented: {', '.join(families)})")
+    return name, kind, family
+
+
+def load_model(path: Path, shown: str | None = None) -> ModelSpec:
+    """Parse and validate one model file; raise YamlError naming file and key."""
+    shown = shown or str(path)
+    data = read_yaml(path, shown)
+    where = Where(shown, "")
+    name, kind, family = _check_top(data, path.stem, where)
+    source = check_source(data["source"], where.child("source"))
+    for key, why in NOT_FOR_ENCODERS.items():
+        if key in data:
+            raise where.child(key).error(why)
+    blocks = {
+        block: check_block(data.get(block), fields, where.child(block))
+        for block, fields in ENCODER_BLOCKS.items()
+    }
+    _check_engine(blocks["engine"], where.child("engine"))
+    _check_triton(blocks["triton"], blocks["engine"], where.child("triton"))
+    spec = ModelSpec(name, kind, family, Path(shown), source, blocks, frozenset(map(str, data)))
+    check_limits(spec, _checkpoint_config(source, path))
+    return spec
+
+
+def load_models(folder: Path) -> list[ModelSpec]:
+    """All ``*.yaml`` files of ``folder``, sorted by name."""
+    files = sorted(folder.glob("*.yaml")) + sorted(folder.glob("*.yml"))
+    return [load_model(p, p.as_posix()) for p in files]

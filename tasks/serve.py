@@ -1,0 +1,72 @@
+"""serve: run Triton on ``repos/<model>`` in the foreground until Ctrl-C.
+
+The repository is brought up to date first (``task_dep`` on ``repo:<model>``);
+the project lock is then released so other builds can run while the server is up
+(a rebuilt repository is swapped in atomically under the running server).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from doit.exceptions import TaskFailed
+
+from tasks import lock
+from tasks.errors import UserError
+from tasks.graph import BUILD, REPOS, Graph
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PORTS = {"http_port": 8000, "grpc_port": 8001, "metrics_port": 8002}
+
+
+def parse_port(name: str, value: str) -> int:
+    if not value.isdigit() or not 0 < int(value) < 65536:  # noqa: PLR2004 - TCP port range
+        raise UserError(name, f"expected a TCP port number, got {value!r}")
+    return int(value)
+
+
+def serve(model: str, target: str, address: str, ports: dict[str, str]) -> TaskFailed | None:
+    """doit action: start the server, print where it listens, stop it cleanly on Ctrl-C."""
+    from tasks.launcher import Ports, TritonServer  # noqa: PLC0415 - only serve needs it
+
+    try:
+        numbers = {name: parse_port(name, value) for name, value in ports.items()}
+        lock.release()
+        server = TritonServer(
+            REPOS / model, target, BUILD / model / "logs" / "serve-tritonserver.log",
+            ports=Ports(numbers["http_port"], numbers["grpc_port"], numbers["metrics_port"]), address=address,
+        )
+        server.start()
+    except UserError as exc:
+        return TaskFailed(str(exc))
+    log.info("serve: %s ready - HTTP %s, gRPC %s, metrics %s:%d (Ctrl-C stops)",
+             model, server.http_url, server.grpc_url, address, numbers["metrics_port"])
+    try:
+        code = server.wait()
+    except KeyboardInterrupt:
+        log.info("serve: stopping")
+        code = server.stop()
+        log.info("serve: stopped (exit code %d)", code)
+        return None
+    return TaskFailed(f"tritonserver exited with status {code}; log: {server.log_path}") if code else None
+
+
+def serve_tasks(graph: Graph, address: str, ports: dict[str, str]) -> list[dict[str, Any]]:
+    return [
+        {
+            "name": spec.name,
+            "doc": f"run Triton on repos/{spec.name} (vars: address, http_port, grpc_port, metrics_port)",
+            "actions": [(serve, [spec.name, graph.target.name, address, ports])],
+            "task_dep": [graph.last_stage(spec.name).task_name],
+            "uptodate": [False],
+            "verbosity": 2,
+        }
+        for spec in graph.specs
+    ]
+
+
+def repo_path(model: str) -> Path:
+    return REPOS / model

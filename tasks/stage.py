@@ -1,0 +1,242 @@
+"""The one generic stage -> doit task function, and the runner every stage action goes through.
+
+A stage is data: upstream stages and raw files whose content matters, the params it
+reads (YAML subtree + toolchain items + its code version), one output directory and
+an action that fills a private work directory.  ``to_task`` derives ``file_dep``,
+``targets`` and ``uptodate`` from that; no stage writes them by hand.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from doit.exceptions import TaskFailed
+
+from tasks import fsops, hashing, lock, manifest
+from tasks.errors import UserError
+
+log = logging.getLogger("tasks")
+
+Params = Mapping[str, Any]
+
+
+@dataclass
+class StageContext:
+    """What an action sees: its inputs, its params and the work dir it must fill."""
+
+    stage: Stage
+    out: Path
+    inputs: dict[str, Path]
+    record: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def params(self) -> Params:
+        return self.stage.params
+
+    def log_path(self, name: str) -> Path:
+        """Where a tool's full output goes: ``build/<model>/logs/<name>.log``."""
+        path = self.stage.log_dir / f"{name}.log"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
+
+
+Action = Callable[[StageContext], None]
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One node of the graph; ``name`` is the doit basename, ``model`` the sub-task name."""
+
+    name: str
+    model: str
+    params: Params
+    out_dir: Path
+    action: Action
+    doc: str
+    deps: Mapping[str, Stage] = field(default_factory=dict)
+    files: Sequence[Path] = ()
+    target: str = "any"
+    meta_dir: Path | None = None
+    log_dir: Path = Path("build/logs")
+
+    @property
+    def task_name(self) -> str:
+        return f"{self.name}:{self.model}"
+
+    @property
+    def meta(self) -> Path:
+        return self.meta_dir or self.out_dir
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.meta / manifest.MANIFEST
+
+
+def canonical(value: Any) -> Any:  # noqa: ANN401 - any JSON value
+    """JSON round trip: tuples become lists, keys sorted, so equal params compare equal."""
+    return json.loads(json.dumps(value, sort_keys=True))
+
+
+def _flatten(value: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:  # noqa: ANN401
+    if isinstance(value, dict) and value:
+        for key in sorted(value):
+            yield from _flatten(value[key], f"{prefix}.{key}" if prefix else str(key))
+    else:
+        yield prefix, value
+
+
+def describe_changes(old: Any, new: Any) -> list[str]:  # noqa: ANN401 - JSON values
+    """One readable line per changed leaf: ``engine.max_batch_size: 8 -> 32``."""
+    before, after = dict(_flatten(old)), dict(_flatten(new))
+    lines = []
+    for key in sorted(before.keys() | after.keys()):
+        if before.get(key, "<unset>") != after.get(key, "<unset>"):
+            lines.append(f"{key}: {before.get(key, '<unset>')} -> {after.get(key, '<unset>')}")
+    return lines
+
+
+class ParamsCheck:
+    """doit ``uptodate`` entry: the params this stage reads are the ones of its last run."""
+
+    def __init__(self, params: Params) -> None:
+        self.params = canonical(params)
+        self.changes: list[str] = []
+
+    def __call__(self, task: Any, values: dict[str, Any]) -> bool:  # noqa: ANN401 - doit Task
+        task.value_savers.append(lambda: {"params": self.params})
+        old = values.get("params")
+        if old == self.params:
+            return True
+        self.changes = ["never built"] if old is None else describe_changes(old, self.params)
+        return False
+
+    def __str__(self) -> str:
+        return "params changed: " + "; ".join(self.changes)
+
+
+class OutputCheck:
+    """doit ``uptodate`` entry: the published output still matches its manifest."""
+
+    def __init__(self, stage: Stage) -> None:
+        self.stage = stage
+        self.reason = ""
+
+    def __call__(self) -> bool:
+        problem = manifest.verify(manifest.load(self.stage.meta), self.stage.out_dir)
+        self.reason = problem or ""
+        return problem is None
+
+    def __str__(self) -> str:
+        return f"output of {self.stage.task_name} is not intact: {self.reason}"
+
+
+def input_paths(stage: Stage) -> list[Path]:
+    """The files whose content this stage depends on: upstream manifests, then raw files."""
+    return [dep.manifest_path for dep in stage.deps.values()] + list(stage.files)
+
+
+def action_key(stage: Stage) -> str:
+    """Bazel-style key: params plus the content digest of every input file."""
+    inputs = {p.as_posix(): hashing.digest(p) for p in input_paths(stage)}
+    blob = json.dumps({"params": canonical(stage.params), "inputs": inputs}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def to_task(stage: Stage) -> dict[str, Any]:
+    """The doit task dict of a stage (sub-task ``stage.model`` of basename ``stage.name``)."""
+    return {
+        "name": stage.model,
+        "doc": stage.doc,
+        "actions": [(run_stage, [stage])],
+        "file_dep": [p.as_posix() for p in input_paths(stage)],
+        "targets": [stage.manifest_path.as_posix()],
+        "uptodate": [ParamsCheck(stage.params), OutputCheck(stage)],
+        "verbosity": 2,
+    }
+
+
+def run_stage(stage: Stage) -> TaskFailed | None:
+    """doit action: build the stage unless its published output already matches the key."""
+    try:
+        lock.hold()
+        _build(stage)
+    except UserError as exc:
+        return TaskFailed(str(exc))
+    return None
+
+
+def _reusable(stage: Stage, key: str) -> bool:
+    record = fsops.read_json(stage.meta / manifest.RECORD)
+    if not isinstance(record, dict) or record.get("key") != key:
+        return False
+    return manifest.verify(manifest.load(stage.meta), stage.out_dir) is None
+
+
+def _build(stage: Stage) -> None:
+    key = action_key(stage)
+    if _reusable(stage, key):
+        log.info("%s: output already built with these inputs and params; reused", stage.task_name)
+        return
+    fsops.remove_stale_tmp(stage.out_dir)
+    work = fsops.tmp_sibling(stage.out_dir)
+    fsops.remove_tree(work)
+    work.mkdir(parents=True)
+    started = time.monotonic()
+    try:
+        ctx = StageContext(stage, work, {role: dep.out_dir for role, dep in stage.deps.items()})
+        stage.action(ctx)
+        if action_key(stage) != key:
+            raise UserError(stage.task_name, "an input changed while this stage ran; run doit again")
+        _publish(stage, ctx, key, time.monotonic() - started)
+    finally:
+        fsops.remove_tree(work)
+
+
+def _reuse_identical(work: Path, files: dict[str, tuple[int, str]], stage: Stage) -> None:
+    """Point byte-identical files at the previous output's inodes.
+
+    Hardlinks elsewhere (the Triton repository) keep sharing one copy on disk, and
+    the digest cache, keyed by inode, needs no re-hash.
+    """
+    old = manifest.load(stage.meta)
+    if old is None or manifest.verify(old, stage.out_dir) is not None:
+        return
+    for rel, entry in files.items():
+        if old.files.get(rel) == entry:
+            staged = work / f"{rel}.relink"
+            fsops.link_or_copy(stage.out_dir / rel, staged)
+            staged.replace(work / rel)
+
+
+def _publish(stage: Stage, ctx: StageContext, key: str, seconds: float) -> None:
+    files, dirs = manifest.scan(ctx.out)
+    _reuse_identical(ctx.out, files, stage)
+    content = manifest.Manifest(stage.name, stage.model, stage.target, files, dirs).to_json()
+    record = {
+        "key": key,
+        "task": stage.task_name,
+        "params": canonical(stage.params),
+        "inputs": {p.as_posix(): hashing.digest(p) for p in input_paths(stage)},
+        "seconds": round(seconds, 3),
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        **ctx.record,
+    }
+    if stage.meta_dir is None:
+        fsops.write_json_atomic(ctx.out / manifest.MANIFEST, content)
+        fsops.write_json_atomic(ctx.out / manifest.RECORD, record)
+        old = fsops.swap_in(ctx.out, stage.out_dir)
+    else:
+        (stage.meta / manifest.RECORD).unlink(missing_ok=True)
+        old = fsops.swap_in(ctx.out, stage.out_dir)
+        fsops.write_json_atomic(stage.manifest_path, content)
+        fsops.write_json_atomic(stage.meta / manifest.RECORD, record)
+    if old is not None:
+        fsops.remove_tree(old)
+    log.info("%s: built in %.1f s (%d files)", stage.task_name, seconds, len(files))

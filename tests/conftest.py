@@ -1,0 +1,13 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import build_tiny_bert
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random BERT checkpoint folder, built once per test session."""
+    return build_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))

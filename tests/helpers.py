@@ -1,0 +1,123 @@
+"""Shared test helpers: temporary project copies, doit runs as real processes, tiny models."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+FAKES = Path(__file__).resolve().parent / "fakes"
+
+
+@dataclass
+class DoitRun:
+    rc: int
+    stdout: str
+    stderr: str
+
+    @property
+    def executed(self) -> set[str]:
+        """Tasks doit ran (``.  task`` lines), without the action-less groups."""
+        names = {line[3:].strip() for line in self.stdout.splitlines() if line.startswith(".  ")}
+        return {n for n in names if not n.startswith("build:")}
+
+    @property
+    def up_to_date(self) -> set[str]:
+        return {line[3:].strip() for line in self.stdout.splitlines() if line.startswith("-- ")}
+
+
+def copy_project(dest: Path, models: dict[str, str] | None = None) -> Path:
+    """A fresh project: dodo.py and the tasks package copied, models/ as given (default: the real ones)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(ROOT / "dodo.py", dest / "dodo.py")
+    shutil.copytree(ROOT / "tasks", dest / "tasks", ignore=shutil.ignore_patterns("__pycache__"))
+    if models is None:
+        shutil.copytree(ROOT / "models", dest / "models")
+    else:
+        (dest / "models").mkdir()
+        for name, text in models.items():
+            (dest / "models" / f"{name}.yaml").write_text(text, encoding="utf-8")
+    return dest
+
+
+def doit_env(extra: dict[str, str] | None = None, path_prefix: Path | None = None) -> dict[str, str]:
+    env = dict(os.environ)
+    env["HF_HUB_OFFLINE"] = "1"
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    if path_prefix is not None:
+        env["PATH"] = f"{path_prefix}{os.pathsep}{env['PATH']}"
+    env.update(extra or {})
+    return env
+
+
+def doit_argv(*args: str) -> list[str]:
+    return [sys.executable, "-m", "doit", *args]
+
+
+def run_doit(project: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 600) -> DoitRun:
+    done = subprocess.run(
+        doit_argv(*args), cwd=project, env=env or doit_env(), capture_output=True, text=True, timeout=timeout, check=False
+    )
+    return DoitRun(done.returncode, done.stdout, done.stderr)
+
+
+def read_json(path: Path) -> dict[str, object]:
+    data = json.loads(path.read_text(encoding="utf-8"))
+    assert isinstance(data, dict)
+    return data
+
+
+TINY_YAML = """\
+name: tiny
+kind: encoder
+family: bert
+source:
+  path: {path}
+export:
+  opset: 18
+engine:
+  max_batch_size: 8
+  max_seq_len: 32
+triton:
+  max_batch_size: 8
+"""
+
+
+def build_tiny_bert(folder: Path) -> Path:
+    """A random 2-layer BERT with a WordPiece tokenizer trained offline; saved as an HF folder."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
+
+    corpus = [
+        "a man is eating food", "a man is eating a piece of bread", "the girl is carrying a baby",
+        "a man is riding a horse", "a woman is playing violin", "two men pushed carts through the woods",
+        "a man is riding a white horse on an enclosed ground", "a monkey is playing drums",
+        "someone in a gorilla costume is playing a set of drums", "triton serves models on cpu and gpu",
+    ]
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))  # noqa: S106 - a token name, not a secret
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.decoder = decoders.WordPiece()
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    tok.train_from_iterator(corpus * 4, trainers.WordPieceTrainer(vocab_size=300, special_tokens=specials))
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", tok.token_to_id("[CLS]")), ("[SEP]", tok.token_to_id("[SEP]"))],
+    )
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]"  # noqa: S106
+    )
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=tok.get_vocab_size(), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=64, max_position_embeddings=64,
+    )
+    BertModel(config).eval().save_pretrained(folder)
+    fast.save_pretrained(folder)
+    return folder
