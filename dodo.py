@@ -1,9 +1,9 @@
 """doit entry point: every task comes from ``models/*.yaml`` through the ``tasks`` package.
 
-    doit build:minilm            build one model (target from ``target=cpu|trt|auto``)
-    doit list --status           what is up to date
-    doit info engine:minilm      why a task is outdated
-    doit serve:minilm            run Triton on repos/minilm
+doit build:minilm            build one model (target from ``target=cpu|trt|auto``)
+doit list --status           what is up to date
+doit info engine:minilm      why a task is outdated
+doit serve:minilm            run Triton on repos/minilm
 """
 
 from __future__ import annotations
@@ -37,8 +37,8 @@ if MUTATES:
     lock.save_state_on_sigterm()
 
 TARGET = toolchain.resolve_target(get_var("target", "auto"))
-logging.getLogger("tasks").info("target: %s", TARGET)
 GRAPH = graph.build_graph(TARGET)
+logging.getLogger("tasks").info("target: %s", TARGET)
 if MUTATES:
     graph.note_pending_blocks(GRAPH)
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from google.protobuf import text_format
-from tritonclient.grpc import model_config_pb2  # type: ignore[import-untyped]
+from tritonclient.grpc import model_config_pb2
 
 from tasks import layout
 from tasks.errors import UserError

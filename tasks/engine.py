@@ -37,7 +37,10 @@ def trt_fingerprint() -> dict[str, str]:
 def trtexec_argv(binary: Path, onnx: Path, plan: Path, engine: Mapping[str, Any], table: trtexec.FlagTable) -> list[str]:
     """The full trtexec command for one encoder plan."""
     argv = [
-        str(binary), f"--onnx={onnx}", f"--saveEngine={plan}", "--skipInference",
+        str(binary),
+        f"--onnx={onnx}",
+        f"--saveEngine={plan}",
+        "--skipInference",
         f"--minShapes={trtexec.shape_spec(INPUTS, 1, 1)}",
         f"--optShapes={trtexec.shape_spec(INPUTS, engine['opt_batch_size'], engine['opt_seq_len'])}",
         f"--maxShapes={trtexec.shape_spec(INPUTS, engine['max_batch_size'], engine['max_seq_len'])}",

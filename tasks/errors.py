@@ -5,7 +5,7 @@ from __future__ import annotations
 from doit.exceptions import InvalidDodoFile
 
 
-class UserError(InvalidDodoFile):
+class UserError(InvalidDodoFile):  # type: ignore[misc]  # doit ships no type hints
     """A mistake the user can fix: bad YAML, a missing file, a tool that failed.
 
     It subclasses doit's ``InvalidDodoFile`` because doit prints those as a single

@@ -37,7 +37,9 @@ def _wrapper(model: Any, pooling: str, normalize: bool) -> torch.nn.Module:  # n
             super().__init__()
             self.model = model
 
-        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        def forward(
+            self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor
+        ) -> tuple[torch.Tensor, torch.Tensor]:
             hidden = self.model(
                 input_ids=input_ids.long(), attention_mask=attention_mask.long(), token_type_ids=token_type_ids.long()
             ).last_hidden_state
@@ -53,7 +55,7 @@ def _wrapper(model: Any, pooling: str, normalize: bool) -> torch.nn.Module:  # n
     return Pooled().eval()
 
 
-def sample_inputs(vocab: int, lengths: list[int], seed: int = 0) -> dict[str, np.ndarray]:
+def sample_inputs(vocab: int, lengths: list[int], seed: int = 0) -> dict[str, np.ndarray[Any, Any]]:
     """Random token ids with right padding, one row per length."""
     import numpy as np  # noqa: PLC0415
 
@@ -70,8 +72,14 @@ def _export(module: torch.nn.Module, path: Path, opset: int) -> None:
     example = tuple(torch.from_numpy(v) for v in sample_inputs(100, [7, 5]).values())
     batch, seq = torch.export.Dim("batch"), torch.export.Dim("seq")
     torch.onnx.export(
-        module, example, str(path), dynamo=True, external_data=False, opset_version=opset,
-        input_names=list(INPUTS), output_names=list(OUTPUTS),
+        module,
+        example,
+        str(path),
+        dynamo=True,
+        external_data=False,
+        opset_version=opset,
+        input_names=list(INPUTS),
+        output_names=list(OUTPUTS),
         dynamic_shapes={name: {0: batch, 1: seq} for name in INPUTS},
     )
 
@@ -109,7 +117,7 @@ def action(ctx: StageContext) -> None:
         module = _wrapper(model, settings["pooling"], settings["normalize"])
         try:
             _export(module, out, settings["opset"])
-        except Exception as exc:  # noqa: BLE001 - exporter errors are many types; the log has the trace
+        except Exception as exc:
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise UserError(ctx.stage.task_name, f"ONNX export failed: {first} (full log: {log_path})") from exc
         onnx.checker.check_model(str(out))

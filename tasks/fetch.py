@@ -50,7 +50,10 @@ def pip_folder(spec: ModelSpec) -> tuple[Path, str]:
     folders = sorted({c.parent for c in configs if _has_weights(c.parent)})
     if len(folders) != 1:
         found = ", ".join(map(str, folders)) or "none"
-        msg = f"expected exactly one checkpoint folder (config.json + weights) in package {package!r}, found: {found}; use source: {{path: <folder>}}"
+        msg = (
+            f"expected exactly one checkpoint folder (config.json + weights) in package {package!r}, "
+            f"found: {found}; use source: {{path: <folder>}}"
+        )
         raise YamlError(*where, msg)
     return folders[0], dist.version
 

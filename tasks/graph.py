@@ -58,35 +58,79 @@ def encoder_stages(graph: Graph, spec: ModelSpec) -> None:
     m, out = spec.name, BUILD / spec.name
     logs = out / "logs"
     folder, files, source = fetch.source_files(spec)
-    fetched = graph.add(Stage(
-        "fetch", m, {"source": source, "code": fetch.CODE_VERSION}, out / "fetch",
-        partial(fetch.action, folder=folder), f"checkpoint of {m} from {spec.file}",
-        files=[_rel(p) for p in files], log_dir=logs,
-    ))
-    exported = graph.add(Stage(
-        "export", m,
-        {"export": spec.block("export"), "toolchain": toolchain.package_versions(*export.TOOLCHAIN), "code": export.CODE_VERSION},
-        out / "export", export.action, f"ONNX export of {m}", deps={"hf": fetched}, log_dir=logs,
-    ))
+    fetched = graph.add(
+        Stage(
+            "fetch",
+            m,
+            {"source": source, "code": fetch.CODE_VERSION},
+            out / "fetch",
+            partial(fetch.action, folder=folder),
+            f"checkpoint of {m} from {spec.file}",
+            files=[_rel(p) for p in files],
+            log_dir=logs,
+        )
+    )
+    exported = graph.add(
+        Stage(
+            "export",
+            m,
+            {"export": spec.block("export"), "toolchain": toolchain.package_versions(*export.TOOLCHAIN), "code": export.CODE_VERSION},
+            out / "export",
+            export.action,
+            f"ONNX export of {m}",
+            deps={"hf": fetched},
+            log_dir=logs,
+        )
+    )
     tools = engine.trt_fingerprint() if target == "trt" else toolchain.package_versions(*engine.CPU_TOOLCHAIN)
-    built = graph.add(Stage(
-        "engine", m,
-        {"engine": spec.block("engine"), "target": target, "toolchain": tools, "code": engine.CODE_VERSION},
-        out / "engine", engine.action, f"{target} engine of {m}", deps={"onnx": exported}, target=target, log_dir=logs,
-    ))
+    built = graph.add(
+        Stage(
+            "engine",
+            m,
+            {"engine": spec.block("engine"), "target": target, "toolchain": tools, "code": engine.CODE_VERSION},
+            out / "engine",
+            engine.action,
+            f"{target} engine of {m}",
+            deps={"onnx": exported},
+            target=target,
+            log_dir=logs,
+        )
+    )
     models = layout.encoder_models(m, target)
-    configured = graph.add(Stage(
-        "config", m,
-        {"name": m, "triton": spec.block("triton"), "engine": {"max_seq_len": spec.block("engine")["max_seq_len"]},
-         "target": target, "code": config.CODE_VERSION},
-        out / "config", config.action, f"Triton configs of {m}", deps={"hf": fetched},
-        files=[_rel(p) for p in layout.template_files(models)], target=target, log_dir=logs,
-    ))
-    graph.add(Stage(
-        "repo", m, {"name": m, "target": target, "code": repo.CODE_VERSION}, REPOS / m, repo.action,
-        f"Triton repository repos/{m}", deps={"config": configured, "engine": built, "hf": fetched},
-        target=target, meta_dir=out / "repo", log_dir=logs,
-    ))
+    configured = graph.add(
+        Stage(
+            "config",
+            m,
+            {
+                "name": m,
+                "triton": spec.block("triton"),
+                "engine": {"max_seq_len": spec.block("engine")["max_seq_len"]},
+                "target": target,
+                "code": config.CODE_VERSION,
+            },
+            out / "config",
+            config.action,
+            f"Triton configs of {m}",
+            deps={"hf": fetched},
+            files=[_rel(p) for p in layout.template_files(models)],
+            target=target,
+            log_dir=logs,
+        )
+    )
+    graph.add(
+        Stage(
+            "repo",
+            m,
+            {"name": m, "target": target, "code": repo.CODE_VERSION},
+            REPOS / m,
+            repo.action,
+            f"Triton repository repos/{m}",
+            deps={"config": configured, "engine": built, "hf": fetched},
+            target=target,
+            meta_dir=out / "repo",
+            log_dir=logs,
+        )
+    )
 
 
 def build_graph(target: toolchain.Target, models_dir: Path = MODELS) -> Graph:

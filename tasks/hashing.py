@@ -57,9 +57,7 @@ class StatCache:
         key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
         if key in self._memo:
             return self._memo[key]
-        row = self._db().execute(
-            "SELECT sha256 FROM digests WHERE dev=? AND ino=? AND size=? AND mtime_ns=?", key
-        ).fetchone()
+        row = self._db().execute("SELECT sha256 FROM digests WHERE dev=? AND ino=? AND size=? AND mtime_ns=?", key).fetchone()
         if row is None:
             value = sha256_file(path)
             log.debug("hashed %s (%d bytes)", path, st.st_size)
@@ -77,9 +75,7 @@ class StatCache:
         self._store(key, value)
 
     def _store(self, key: tuple[int, int, int, int], value: str) -> None:
-        self._db().execute(
-            "INSERT OR REPLACE INTO digests VALUES (?, ?, ?, ?, ?)", (*key, value)
-        )
+        self._db().execute("INSERT OR REPLACE INTO digests VALUES (?, ?, ?, ?, ?)", (*key, value))
 
     def close(self) -> None:
         if self._conn is not None:

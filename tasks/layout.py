@@ -38,9 +38,7 @@ class TritonModel:
 
 def encoder_models(model: str, target: str) -> list[TritonModel]:
     """Ensemble ``<model>`` = ``<model>_tokenizer`` -> ``<model>_encoder``."""
-    tokenizer_files = tuple(
-        Artifact("hf", name, f"1/{name}", required=name == "tokenizer.json") for name in TOKENIZER_FILES
-    )
+    tokenizer_files = tuple(Artifact("hf", name, f"1/{name}", required=name == "tokenizer.json") for name in TOKENIZER_FILES)
     if target == "trt":
         encoder = TritonModel(f"{model}_encoder", "encoder/tensorrt_plan", (Artifact("engine", "model.plan", "1/model.plan"),))
     else:

@@ -179,8 +179,8 @@ def _check_engine(engine: dict[str, Any], where: Where) -> None:
             msg = f"expected an integer <= engine.{limit} ({engine[limit]}), got {engine[opt]}"
             raise where.child(opt).error(msg)
     table = trtexec.static_table()
-    for flag in engine["flags"]:
-        problem = trtexec.check_flag(str(flag), table)
+    for flag, value in engine["flags"].items():
+        problem = trtexec.check_value(str(flag), value, table)
         if problem:
             raise where.child(f"flags.{flag}").error(problem)
 
@@ -242,7 +242,7 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:  # noqa: FBT001, FBT002 - PyYAML API
     seen: set[Any] = set()
     for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+        key = loader.construct_object(key_node, deep=deep)
         if key in seen:
             line = key_node.start_mark.line + 1
             raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r} (line {line})", key_node.start_mark)
@@ -277,7 +277,7 @@ def _check_top(data: dict[str, Any], stem: str, where: Where) -> tuple[str, str,
             raise where.child(key).error("required key is missing")
     name = text(data["name"], where.child("name"))
     if not NAME_RE.fullmatch(name):
-        raise where.child("name").error(f"expected lowercase letters, digits, '.', '_' or '-' (starting with a letter or digit), got {name!r}")
+        raise where.child("name").error(f"expected [a-z0-9][a-z0-9._-]* (lowercase, digits, '.', '_', '-'), got {name!r}")
     if name != stem:
         raise where.child("name").error(f"must equal the file name {stem!r}, got {name!r}")
     kind = one_of(*KINDS)(data["kind"], where.child("kind"))
@@ -300,10 +300,7 @@ def load_model(path: Path, shown: str | None = None) -> ModelSpec:
     for key, why in NOT_FOR_ENCODERS.items():
         if key in data:
             raise where.child(key).error(why)
-    blocks = {
-        block: check_block(data.get(block), fields, where.child(block))
-        for block, fields in ENCODER_BLOCKS.items()
-    }
+    blocks = {block: check_block(data.get(block), fields, where.child(block)) for block, fields in ENCODER_BLOCKS.items()}
     _check_engine(blocks["engine"], where.child("engine"))
     _check_triton(blocks["triton"], blocks["engine"], where.child("triton"))
     spec = ModelSpec(name, kind, family, Path(shown), source, blocks, frozenset(map(str, data)))

@@ -29,21 +29,30 @@ def parse_port(name: str, value: str) -> int:
 
 
 def serve(model: str, target: str, address: str, ports: dict[str, str]) -> TaskFailed | None:
-    """doit action: start the server, print where it listens, stop it cleanly on Ctrl-C."""
+    """Doit action: start the server, print where it listens, stop it cleanly on Ctrl-C."""
     from tasks.launcher import Ports, TritonServer  # noqa: PLC0415 - only serve needs it
 
     try:
         numbers = {name: parse_port(name, value) for name, value in ports.items()}
         lock.release()
         server = TritonServer(
-            REPOS / model, target, BUILD / model / "logs" / "serve-tritonserver.log",
-            ports=Ports(numbers["http_port"], numbers["grpc_port"], numbers["metrics_port"]), address=address,
+            REPOS / model,
+            target,
+            BUILD / model / "logs" / "serve-tritonserver.log",
+            ports=Ports(numbers["http_port"], numbers["grpc_port"], numbers["metrics_port"]),
+            address=address,
         )
         server.start()
     except UserError as exc:
         return TaskFailed(str(exc))
-    log.info("serve: %s ready - HTTP %s, gRPC %s, metrics %s:%d (Ctrl-C stops)",
-             model, server.http_url, server.grpc_url, address, numbers["metrics_port"])
+    log.info(
+        "serve: %s ready - HTTP %s, gRPC %s, metrics %s:%d (Ctrl-C stops)",
+        model,
+        server.http_url,
+        server.grpc_url,
+        address,
+        numbers["metrics_port"],
+    )
     try:
         code = server.wait()
     except KeyboardInterrupt:

@@ -95,11 +95,12 @@ def _flatten(value: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:  # noqa
 def describe_changes(old: Any, new: Any) -> list[str]:  # noqa: ANN401 - JSON values
     """One readable line per changed leaf: ``engine.max_batch_size: 8 -> 32``."""
     before, after = dict(_flatten(old)), dict(_flatten(new))
-    lines = []
-    for key in sorted(before.keys() | after.keys()):
-        if before.get(key, "<unset>") != after.get(key, "<unset>"):
-            lines.append(f"{key}: {before.get(key, '<unset>')} -> {after.get(key, '<unset>')}")
-    return lines
+    unset = "<unset>"
+    return [
+        f"{key}: {before.get(key, unset)} -> {after.get(key, unset)}"
+        for key in sorted(before.keys() | after.keys())
+        if before.get(key, unset) != after.get(key, unset)
+    ]
 
 
 class ParamsCheck:
@@ -163,7 +164,7 @@ def to_task(stage: Stage) -> dict[str, Any]:
 
 
 def run_stage(stage: Stage) -> TaskFailed | None:
-    """doit action: build the stage unless its published output already matches the key."""
+    """Doit action: build the stage unless its published output already matches the key."""
     try:
         lock.hold()
         _build(stage)

@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 from tasks import fsops
 from tasks.errors import UserError
@@ -24,7 +25,7 @@ PINNED_VERSION = "10.14"
 _TABLES = Path(__file__).parent / "flagtables"
 _CACHE = Path("build/.cache/trtexec-help.json")
 _BANNER = re.compile(r"\[TensorRT v(\d+)\]")
-_HELP_FLAG = re.compile(r"^\s*(--[A-Za-z][A-Za-z0-9]*)(=|\s|$)")
+_HELP_FLAG = re.compile(r"^\s*(--[A-Za-z][A-Za-z0-9]*)(=|,|\s|$)")
 _ALIAS = re.compile(r",\s*(--[A-Za-z][A-Za-z0-9]*)")
 
 # Flags the engine stage derives from other engine keys; setting them in engine.flags
@@ -75,16 +76,22 @@ def version_from_banner(text: str) -> str | None:
 
 
 def parse_help(text: str) -> dict[str, str]:
-    """Flag names listed in ``trtexec --help`` (``--name=<v>`` is a value flag, bare is a switch)."""
+    """Flag names listed in ``trtexec --help``.
+
+    The help text does not say reliably whether a flag takes a value (some value
+    flags are listed without ``=``), so the kind comes from the static table when
+    the flag is there, ``value`` when the help shows ``=``, and ``any`` otherwise.
+    """
+    known = static_table().flags
     flags: dict[str, str] = {}
     for line in text.splitlines():
         match = _HELP_FLAG.match(line)
         if match is None:
             continue
-        names = [match.group(1), *_ALIAS.findall(line.split("  ")[0])]
-        kind = "value" if match.group(2) == "=" else "switch"
-        for name in names:
-            flags.setdefault(name.removeprefix("--"), kind)
+        main = match.group(1).removeprefix("--")
+        kind = known.get(main, "value" if match.group(2) == "=" else "any")
+        for alias in [main, *(a.removeprefix("--") for a in _ALIAS.findall(line.strip().split("  ")[0]))]:
+            flags.setdefault(alias, kind)
     return flags
 
 
@@ -93,18 +100,18 @@ def installed_table(binary: Path) -> FlagTable:
     st = binary.stat()
     key = f"{binary}|{st.st_size}|{st.st_mtime_ns}"
     cached = fsops.read_json(_CACHE)
-    entry = cached.get(key) if isinstance(cached, dict) else None
+    entry: dict[str, Any] | None = cached.get(key) if isinstance(cached, dict) else None
     if entry is None:
         entry = _read_help(binary)
         fsops.write_json_atomic(_CACHE, {key: entry})
-    version = entry["version"] or "unknown"
-    if len(entry["flags"]) < 10:  # noqa: PLR2004 - an unparsable help; fall back to the table
+    version = str(entry["version"] or "unknown")
+    flags: dict[str, str] = entry["flags"]
+    if len(flags) < 10:  # noqa: PLR2004 - an unparsable help; fall back to the table
         return static_table(".".join(version.split(".")[:2]))
-    removed = static_table().removed
-    return FlagTable(version, entry["flags"], removed, f"{binary} --help")
+    return FlagTable(version, flags, static_table().removed, f"{binary} --help")
 
 
-def _read_help(binary: Path) -> dict[str, object]:
+def _read_help(binary: Path) -> dict[str, Any]:
     argv = [str(binary), "--help"]
     try:
         done = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
@@ -125,16 +132,27 @@ def check_flag(name: str, table: FlagTable) -> str | None:
     return None
 
 
+def check_value(name: str, value: object, table: FlagTable) -> str | None:
+    """Why ``name: value`` cannot be passed to this trtexec, or None."""
+    problem = check_flag(name, table)
+    if problem:
+        return problem
+    kind = table.flags[name]
+    if kind == "switch" and not isinstance(value, bool):
+        return f"is a switch: expected true or false, got {value!r}"
+    if kind == "value" and isinstance(value, bool):
+        return f"takes a value (--{name}=<value>), got {value!r}"
+    return None
+
+
 def flag_args(flags: Mapping[str, object], table: FlagTable) -> list[str]:
     """``{name: value}`` -> argv items; a switch takes ``true`` (``false`` drops it)."""
     argv: list[str] = []
     for name, value in flags.items():
-        problem = check_flag(name, table)
+        problem = check_value(name, value, table)
         if problem:
             raise UserError(f"engine.flags.{name}", problem)
-        if table.flags[name] == "switch":
-            if not isinstance(value, bool):
-                raise UserError(f"engine.flags.{name}", f"is a switch: expected true or false, got {value!r}")
+        if isinstance(value, bool):
             argv += [f"--{name}"] if value else []
         else:
             argv.append(f"--{name}={value}")

@@ -95,29 +95,45 @@ def build_tiny_bert(folder: Path) -> Path:
     from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
 
     corpus = [
-        "a man is eating food", "a man is eating a piece of bread", "the girl is carrying a baby",
-        "a man is riding a horse", "a woman is playing violin", "two men pushed carts through the woods",
-        "a man is riding a white horse on an enclosed ground", "a monkey is playing drums",
-        "someone in a gorilla costume is playing a set of drums", "triton serves models on cpu and gpu",
+        "a man is eating food",
+        "a man is eating a piece of bread",
+        "the girl is carrying a baby",
+        "a man is riding a horse",
+        "a woman is playing violin",
+        "two men pushed carts through the woods",
+        "a man is riding a white horse on an enclosed ground",
+        "a monkey is playing drums",
+        "someone in a gorilla costume is playing a set of drums",
+        "triton serves models on cpu and gpu",
     ]
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))  # noqa: S106 - a token name, not a secret
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
     tok.normalizer = normalizers.BertNormalizer(lowercase=True)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tok.decoder = decoders.WordPiece()
     specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
     tok.train_from_iterator(corpus * 4, trainers.WordPieceTrainer(vocab_size=300, special_tokens=specials))
     tok.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
         special_tokens=[("[CLS]", tok.token_to_id("[CLS]")), ("[SEP]", tok.token_to_id("[SEP]"))],
     )
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]"  # noqa: S106
+    fast = PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
+        tokenizer_object=tok,
+        pad_token="[PAD]",
+        unk_token="[UNK]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
     )
     torch.manual_seed(0)
     config = BertConfig(
-        vocab_size=tok.get_vocab_size(), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-        intermediate_size=64, max_position_embeddings=64,
+        vocab_size=tok.get_vocab_size(),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
     )
-    BertModel(config).eval().save_pretrained(folder)
+    BertModel(config).eval().save_pretrained(folder)  # type: ignore[no-untyped-call]
     fast.save_pretrained(folder)
     return folder

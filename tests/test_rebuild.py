@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,12 +18,12 @@ ALL = {"fetch:tiny", "export:tiny", "engine:tiny", "config:tiny", "repo:tiny"}
 
 
 @pytest.fixture(scope="module")
-def project(tiny_bert: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+def project(tiny_bert: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = copy_project(tmp_path_factory.mktemp("rebuild"), {"tiny": TINY_YAML.format(path=tiny_bert)})
     first = run_doit(root, "build:tiny", "target=cpu")
     assert first.rc == 0, first.stderr
     assert first.executed == ALL
-    yield root
+    return root
 
 
 def build(project: Path, *extra: str, env: dict[str, str] | None = None) -> set[str]:

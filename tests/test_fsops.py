@@ -1,0 +1,57 @@
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tasks import fsops
+
+
+def test_swap_in_exchanges_directories_atomically(tmp_path: Path) -> None:
+    dest = tmp_path / "repo"
+    dest.mkdir()
+    (dest / "old").write_text("1")
+    new = tmp_path / ".repo.tmp-1"
+    new.mkdir()
+    (new / "new").write_text("2")
+    inode = new.stat().st_ino
+    old = fsops.swap_in(new, dest)
+    assert dest.stat().st_ino == inode
+    assert (dest / "new").read_text() == "2"
+    assert old is not None
+    assert (old / "old").read_text() == "1"
+
+
+def test_swap_in_creates_missing_destination(tmp_path: Path) -> None:
+    new = tmp_path / "w"
+    new.mkdir()
+    assert fsops.swap_in(new, tmp_path / "a" / "b") is None
+    assert (tmp_path / "a" / "b").is_dir()
+
+
+def test_stale_work_dirs_of_dead_runs_are_removed_and_live_ones_kept(tmp_path: Path) -> None:
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True)
+    stale = tmp_path / f".engine.tmp-{dead.stdout.strip()}"
+    live = tmp_path / f".engine.tmp-{os.getpid()}"
+    stale.mkdir()
+    live.mkdir()
+    fsops.remove_stale_tmp(tmp_path / "engine")
+    assert not stale.exists()
+    assert live.exists()
+
+
+def test_link_or_copy_hardlinks_on_one_filesystem(tmp_path: Path) -> None:
+    src = tmp_path / "big"
+    src.write_bytes(b"x" * 1024)
+    assert fsops.link_or_copy(src, tmp_path / "sub" / "big")
+    assert (tmp_path / "sub" / "big").stat().st_ino == src.stat().st_ino
+
+
+def test_write_json_atomic_is_stable(tmp_path: Path) -> None:
+    path = tmp_path / "m.json"
+    fsops.write_json_atomic(path, {"b": 1, "a": [1, 2]})
+    first = path.read_bytes()
+    fsops.write_json_atomic(path, {"a": [1, 2], "b": 1})
+    assert path.read_bytes() == first
+    assert fsops.read_json(tmp_path / "missing.json") is None

@@ -1,0 +1,110 @@
+"""Mistakes in model files: one line naming file, key and what is expected; exit 3; nothing deleted."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import TINY_YAML, copy_project, run_doit
+
+F = "models/tiny.yaml"
+CASES = [
+    ("engine:\n  max_batch_size: 8", "engine:\n  max_batch_size: x", f"{F}: engine.max_batch_size: expected an integer >= 1, got 'x'"),
+    ("engine:\n  max_batch_size: 8", "engine:\n  max_batch_size: 0", f"{F}: engine.max_batch_size: expected an integer >= 1, got 0"),
+    ("engine:\n  max_batch_size: 8", "engine:\n  max_batch_size: true", f"{F}: engine.max_batch_size: expected an integer >= 1, got True"),
+    ("  max_seq_len: 32\n", "", f"{F}: engine.max_seq_len: required key is missing"),
+    ("  max_seq_len: 32\n", "  max_seq_len: 32\n  max_sequence: 9\n", f"{F}: engine.max_sequence: unknown key (known: max_batch_size,"),
+    (
+        "  max_seq_len: 32\n",
+        "  max_seq_len: 100\n",
+        f"{F}: engine.max_seq_len: expected <= 64 (max_position_embeddings of the checkpoint), got 100",
+    ),
+    (
+        "  max_seq_len: 32\n",
+        "  max_seq_len: 32\n  opt_seq_len: 40\n",
+        f"{F}: engine.opt_seq_len: expected an integer <= engine.max_seq_len (32), got 40",
+    ),
+    (
+        "  max_seq_len: 32\n",
+        "  max_seq_len: 32\n  precision: int4\n",
+        f"{F}: engine.precision: expected one of fp32, fp16, bf16, best, got 'int4'",
+    ),
+    (
+        "triton:\n  max_batch_size: 8",
+        "triton:\n  max_batch_size: 16",
+        f"{F}: triton.max_batch_size: expected <= engine.max_batch_size (8), got 16",
+    ),
+    (
+        "triton:\n  max_batch_size: 8",
+        "triton:\n  max_batch_size: 8\n  instance_count: -1",
+        f"{F}: triton.instance_count: expected an integer >= 1, got -1",
+    ),
+    ("name: tiny", "name: other", f"{F}: name: must equal the file name 'tiny', got 'other'"),
+    ("kind: encoder", "kind: llm", f"{F}: kind: kind 'llm' is not implemented yet (implemented: encoder)"),
+    ("kind: encoder", "kind: decoder", f"{F}: kind: expected one of encoder, llm, ensemble, got 'decoder'"),
+    ("family: bert", "family: clip-vision", f"{F}: family: family 'clip-vision' is not implemented yet for kind encoder"),
+    ("source:\n  path:", "source:\n  pip: nope-not-installed\n  path:", f"{F}: source: expected exactly one of"),
+    ("source:\n  path: ", "source:\n  hf: google/flan-t5-small\n  oops: ", f"{F}: source.oops: unknown key for a hf source"),
+    ("source:\n  path: ", "source:\n  hf: ", f"{F}: source.revision: required: a commit sha, or a branch written explicitly"),
+    ("source:\n  path: ", "source:\n  path: /does/not/exist\n  x: ", f"{F}: source.x: unknown key for a path source"),
+    ("export:\n  opset: 18", "export:\n  opset: 18\n  pooling: max", f"{F}: export.pooling: expected one of mean, cls, got 'max'"),
+    ("export:\n  opset: 18", "export:\n  opset: 9", f"{F}: export.opset: expected an integer between 17 and 23, got 9"),
+    ("export:\n  opset: 18", "convert:\n  dtype: float16\nexport:\n  opset: 18", f"{F}: convert: encoders are exported to ONNX"),
+    (
+        "export:\n  opset: 18",
+        "sweep:\n  engine.max_batch_size: [8, 16]\nexport:\n  opset: 18",
+        f"{F}: sweep: sweeps are not implemented yet",
+    ),
+    (
+        "export:\n  opset: 18",
+        "export:\n  opset: 18\nbench:\n  concurrency: [0]",
+        f"{F}: bench.concurrency.0: expected an integer >= 1, got 0",
+    ),
+    ("export:\n  opset: 18", "export:\n  opset: 18\nservers: 2", f"{F}: servers: unknown key (known: name, kind, family"),
+    ("name: tiny", "name: tiny\nname: tiny", f"{F}: line 2: not valid YAML: duplicate key 'name'"),
+    ("engine:\n  max_batch_size: 8", "engine:\n  max_batch_size: [8", f"{F}: line "),
+]
+
+
+@pytest.fixture
+def project(tiny_bert: Path, tmp_path: Path) -> Path:
+    root = copy_project(tmp_path / "p", {"tiny": TINY_YAML.format(path=tiny_bert)})
+    (root / "repos/tiny/tiny").mkdir(parents=True)
+    (root / "repos/tiny/tiny/config.pbtxt").write_text("kept\n")
+    return root
+
+
+@pytest.mark.parametrize(("old", "new", "message"), CASES, ids=[c[2].split(": ")[1] + f"-{i}" for i, c in enumerate(CASES)])
+def test_bad_model_file_is_one_line_and_exit_3(project: Path, old: str, new: str, message: str) -> None:
+    path = project / F
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new, 1))
+    result = run_doit(project, "build:tiny", "target=cpu")
+    assert result.rc == 3
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"ERROR: {message}"), lines[0]
+    assert "Traceback" not in result.stderr
+    assert (project / "repos/tiny/tiny/config.pbtxt").read_text() == "kept\n"
+    assert not (project / "build/tiny").exists()
+
+
+def test_bad_target_and_log_level(project: Path) -> None:
+    result = run_doit(project, "build:tiny", "target=gpu")
+    assert result.rc == 3
+    assert result.stderr.strip() == "ERROR: target: expected one of auto, cpu, trt, got 'gpu'"
+
+
+def test_missing_pip_package_names_the_fix(project: Path) -> None:
+    path = project / F
+    text = path.read_text()
+    start = text.index("source:")
+    end = text.index("export:")
+    path.write_text(text[:start] + "source:\n  pip: no-such-model-package\n" + text[end:])
+    result = run_doit(project, "list")
+    assert result.rc == 3
+    expected = f"ERROR: {F}: source.pip: package 'no-such-model-package' is not installed; run: pip install no-such-model-package"
+    assert result.stderr.strip() == expected
