@@ -95,7 +95,7 @@ def _download(repo_id: str, revision: str) -> Path:
         return Path(snapshot_download(repo_id, revision=revision))
     except (HfHubHTTPError, LocalEntryNotFoundError, OSError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"fetch {repo_id}@{revision}", f"download failed: {first}") from None
+        raise UserError("", f"cannot download {repo_id}@{revision}: {first}") from None
 
 
 def action(ctx: StageContext, folder: Path | None) -> None:

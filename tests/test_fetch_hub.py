@@ -1,0 +1,61 @@
+"""Hub sources through huggingface_hub's own cache, offline: a pinned sha, an explicit branch, a miss."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import TINY_YAML, copy_project, doit_env, read_json, run_doit
+
+SHA = "0123456789abcdef0123456789abcdef01234567"
+
+
+def seed_cache(cache: Path, repo_id: str, folder: Path) -> None:
+    """Lay ``folder`` out the way huggingface_hub stores a downloaded snapshot (blobs, snapshots, refs)."""
+    root = cache / f"models--{repo_id.replace('/', '--')}"
+    snapshot = root / "snapshots" / SHA
+    snapshot.mkdir(parents=True)
+    (root / "blobs").mkdir()
+    for path in folder.iterdir():
+        blob = root / "blobs" / hashlib.sha256(path.read_bytes()).hexdigest()
+        shutil.copyfile(path, blob)
+        (snapshot / path.name).symlink_to(Path("../../blobs") / blob.name)
+    (root / "refs").mkdir()
+    (root / "refs" / "main").write_text(SHA)
+
+
+def hub_yaml(revision: str) -> str:
+    text = TINY_YAML.format(path="unused")
+    return text.replace("source:\n  path: unused", f"source:\n  hf: acme/tiny-bert\n  revision: {revision}")
+
+
+@pytest.fixture
+def cache(tiny_bert: Path, tmp_path: Path) -> Path:
+    hub = tmp_path / "hf-cache"
+    seed_cache(hub, "acme/tiny-bert", tiny_bert)
+    return hub
+
+
+@pytest.mark.parametrize("revision", [SHA, "main"])
+def test_hub_snapshot_is_fetched_from_the_cache_and_its_commit_recorded(cache: Path, tmp_path: Path, revision: str) -> None:
+    project = copy_project(tmp_path / "p", {"tiny": hub_yaml(revision)})
+    result = run_doit(project, "fetch:tiny", "target=cpu", env=doit_env({"HF_HUB_CACHE": str(cache)}))
+    assert result.rc == 0, result.stdout + result.stderr
+    record = read_json(project / "build/tiny/fetch/action.json")
+    assert record["resolved_revision"] == SHA
+    fetched = project / "build/tiny/fetch/model.safetensors"
+    blob = (cache / "models--acme--tiny-bert/snapshots" / SHA / "model.safetensors").resolve()
+    assert fetched.stat().st_ino == blob.stat().st_ino  # hardlinked to the cache blob, not copied
+
+
+def test_missing_snapshot_offline_is_one_line(tmp_path: Path) -> None:
+    project = copy_project(tmp_path / "p", {"tiny": hub_yaml("main")})
+    result = run_doit(project, "fetch:tiny", "target=cpu", env=doit_env({"HF_HUB_CACHE": str(tmp_path / "empty")}))
+    assert result.rc != 0
+    lines = [line for line in result.stdout.splitlines() if line.startswith("ERROR")]
+    assert len(lines) == 1
+    assert lines[0].startswith("ERROR: fetch:tiny: cannot download acme/tiny-bert@main: ")
+    assert "Traceback" not in result.stdout + result.stderr
