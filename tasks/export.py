@@ -8,11 +8,11 @@ normalisation run inside the engine on both targets.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tasks import logs
 from tasks.errors import UserError
 from tasks.stage import StageContext
 
@@ -112,7 +112,8 @@ def action(ctx: StageContext) -> None:
     out = ctx.out / "model.onnx"
     log_path = ctx.log_path("export")
     log.info("export: %s -> ONNX opset %d (log: %s)", source, settings["opset"], log_path)
-    with log_path.open("w", encoding="utf-8") as sink, contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+    log_path.unlink(missing_ok=True)
+    with logs.output_to(log_path):
         model = AutoModel.from_pretrained(source, local_files_only=True).eval()
         module = _wrapper(model, settings["pooling"], settings["normalize"])
         try:
