@@ -20,6 +20,7 @@ and the python-backend stubs, which can ignore SIGTERM, are killed with the grou
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import importlib.util
 import ipaddress
 import logging
@@ -57,6 +58,7 @@ PYTRITON_HINT = "pip install nvidia-pytriton==0.7.0"
 
 _TAIL_LINES = 20
 _POLL_S = 0.2
+_PR_SET_PDEATHSIG = 1
 _HEALTH_TIMEOUT_S = 1.0
 # On top of --exit-timeout-secs: Triton still has to unload models and join stubs.
 _STOP_MARGIN_S = 10.0
@@ -438,6 +440,16 @@ class _PortClashError(Exception):
         self.tail = tail
 
 
+def _stop_with_parent() -> None:
+    """In the child before exec: get SIGINT (graceful stop) when the launching process dies.
+
+    The server runs in its own session so Ctrl-C reaches only the launcher; without
+    this, a launcher killed with SIGKILL would leave the server running for good.
+    """
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGINT, 0, 0, 0)
+
+
 class TritonServer:
     """A ``tritonserver`` child process; as a context manager it starts and stops."""
 
@@ -591,6 +603,7 @@ class TritonServer:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=_stop_with_parent,  # noqa: PLW1509 - doit runs actions single-threaded
         )
         return self._proc
 
