@@ -8,7 +8,6 @@ the project lock is then released so other builds can run while the server is up
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any
 
 from doit.exceptions import TaskFailed
@@ -75,7 +74,3 @@ def serve_tasks(graph: Graph, address: str, ports: dict[str, str]) -> list[dict[
         }
         for spec in graph.specs
     ]
-
-
-def repo_path(model: str) -> Path:
-    return REPOS / model

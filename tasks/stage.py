@@ -143,10 +143,13 @@ def input_paths(stage: Stage) -> list[Path]:
     return [dep.manifest_path for dep in stage.deps.values()] + list(stage.files)
 
 
-def action_key(stage: Stage) -> str:
+def input_digests(stage: Stage) -> dict[str, str]:
+    return {p.as_posix(): hashing.digest(p) for p in input_paths(stage)}
+
+
+def action_key(stage: Stage, inputs: Mapping[str, str]) -> str:
     """Bazel-style key: params plus the content digest of every input file."""
-    inputs = {p.as_posix(): hashing.digest(p) for p in input_paths(stage)}
-    blob = json.dumps({"params": canonical(stage.params), "inputs": inputs}, sort_keys=True)
+    blob = json.dumps({"params": canonical(stage.params), "inputs": dict(inputs)}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
@@ -181,7 +184,10 @@ def _reusable(stage: Stage, key: str) -> bool:
 
 
 def _build(stage: Stage) -> None:
-    key = action_key(stage)
+    # Input digests are taken before the action and checked after it: an input edited
+    # while the stage runs must not be recorded as the one it was built from.
+    inputs = input_digests(stage)
+    key = action_key(stage, inputs)
     if _reusable(stage, key):
         log.info("%s: output already built with these inputs and params; reused", stage.task_name)
         return
@@ -193,9 +199,9 @@ def _build(stage: Stage) -> None:
     try:
         ctx = StageContext(stage, work, {role: dep.out_dir for role, dep in stage.deps.items()})
         stage.action(ctx)
-        if action_key(stage) != key:
+        if input_digests(stage) != inputs:
             raise UserError(stage.task_name, "an input changed while this stage ran; run doit again")
-        _publish(stage, ctx, key, time.monotonic() - started)
+        _publish(stage, ctx, {"key": key, "inputs": inputs, "seconds": round(time.monotonic() - started, 3)})
     finally:
         fsops.remove_tree(work)
 
@@ -216,17 +222,15 @@ def _reuse_identical(work: Path, files: dict[str, tuple[int, str]], stage: Stage
             staged.replace(work / rel)
 
 
-def _publish(stage: Stage, ctx: StageContext, key: str, seconds: float) -> None:
+def _publish(stage: Stage, ctx: StageContext, facts: dict[str, Any]) -> None:
     files, dirs = manifest.scan(ctx.out)
     _reuse_identical(ctx.out, files, stage)
     content = manifest.Manifest(stage.name, stage.model, stage.target, files, dirs).to_json()
     record = {
-        "key": key,
         "task": stage.task_name,
         "params": canonical(stage.params),
-        "inputs": {p.as_posix(): hashing.digest(p) for p in input_paths(stage)},
-        "seconds": round(seconds, 3),
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        **facts,
         **ctx.record,
     }
     if stage.meta_dir is None:
@@ -240,4 +244,4 @@ def _publish(stage: Stage, ctx: StageContext, key: str, seconds: float) -> None:
         fsops.write_json_atomic(stage.meta / manifest.RECORD, record)
     if old is not None:
         fsops.remove_tree(old)
-    log.info("%s: built in %.1f s (%d files)", stage.task_name, seconds, len(files))
+    log.info("%s: built in %.1f s (%d files)", stage.task_name, facts["seconds"], len(files))
