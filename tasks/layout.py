@@ -16,10 +16,10 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_ma
 
 @dataclass(frozen=True)
 class Artifact:
-    """A file taken from an upstream stage's output into a Triton model directory."""
+    """A file or directory tree taken from an upstream stage's output into a Triton model directory."""
 
-    role: str  # "engine" or "hf"
-    source: str  # path inside that stage's output
+    role: str  # which upstream stage: "engine", "hf", ...
+    source: str  # path inside that stage's output (a directory is linked file by file)
     dest: str  # path inside the Triton model directory
     required: bool = True
 

@@ -21,24 +21,30 @@ log = logging.getLogger(__name__)
 CODE_VERSION = "1"
 
 
-def _link_config(config_dir: Path, dest: Path) -> int:
+def link_tree(src: Path, dest: Path) -> int:
+    """Hardlink every file under ``src`` to the same place under ``dest``; return how many were copied."""
+    if src.is_file():
+        return 0 if fsops.link_or_copy(src, dest) else 1
     copies = 0
-    for dirpath, _, filenames in os.walk(config_dir):
+    for dirpath, _, filenames in os.walk(src):
         for name in filenames:
-            src = Path(dirpath) / name
-            copies += 0 if fsops.link_or_copy(src, dest / src.relative_to(config_dir)) else 1
+            path = Path(dirpath) / name
+            copies += 0 if fsops.link_or_copy(path, dest / path.relative_to(src)) else 1
     return copies
 
 
-def _link_artifacts(model: layout.TritonModel, inputs: dict[str, Path], dest: Path) -> int:
-    copies = 0
+def link_model(model: layout.TritonModel, config_dir: Path, inputs: dict[str, Path], dest: Path) -> int:
+    """One Triton model directory: its filled config tree plus its artifacts and empty dirs."""
+    copies = link_tree(config_dir, dest)
     for art in model.artifacts:
         src = inputs[art.role] / art.source
-        if not src.is_file():
+        if not src.exists():
             if art.required:
                 raise UserError(f"repo {model.name}", f"{src} is missing; the {art.role} stage did not produce {art.source}")
             continue
-        copies += 0 if fsops.link_or_copy(src, dest / art.dest) else 1
+        copies += link_tree(src, dest / art.dest)
+    for rel in model.empty_dirs:
+        (dest / rel).mkdir(parents=True, exist_ok=True)
     return copies
 
 
@@ -49,10 +55,7 @@ def action(ctx: StageContext) -> None:
         config_dir = ctx.inputs["config"] / model.name
         if not config_dir.is_dir():
             raise UserError(f"repo {model.name}", f"{config_dir} is missing; run doit config:{ctx.params['name']}")
-        copies += _link_config(config_dir, dest)
-        copies += _link_artifacts(model, ctx.inputs, dest)
-        for rel in model.empty_dirs:
-            (dest / rel).mkdir(parents=True, exist_ok=True)
+        copies += link_model(model, config_dir, ctx.inputs, dest)
     ctx.record["copied_files"] = copies
     if copies:
         log.warning("repo: %d files were copied, not hardlinked (build/ and repos/ are on different filesystems)", copies)
