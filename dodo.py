@@ -48,13 +48,18 @@ def task_fetch() -> Iterator[dict[str, Any]]:
     yield from GRAPH.tasks("fetch")
 
 
+def task_convert() -> Iterator[dict[str, Any]]:
+    """LLM checkpoint -> TRT-LLM checkpoint (config.json + rank<r>.safetensors) -> build/<m>/convert."""
+    yield from GRAPH.tasks("convert")
+
+
 def task_export() -> Iterator[dict[str, Any]]:
     """Encoder checkpoint -> ONNX with dynamic batch and sequence -> build/<m>/export."""
     yield from GRAPH.tasks("export")
 
 
 def task_engine() -> Iterator[dict[str, Any]]:
-    """ONNX -> TensorRT plan (trt) or onnxruntime-optimized ONNX (cpu) -> build/<m>/engine."""
+    """Engines for the target: trtexec / trtllm-build on trt; onnxruntime ONNX or none on cpu -> build/<m>/engine."""
     yield from GRAPH.tasks("engine")
 
 

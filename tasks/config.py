@@ -93,9 +93,19 @@ def render_model(model: layout.TritonModel, filled: Mapping[str, object], out: P
             shutil.copyfile(path, target)
 
 
+def llm_values(ctx: StageContext) -> dict[str, object]:
+    from tasks import llm_layout  # noqa: PLC0415 - only LLM repositories need it
+
+    params = ctx.params
+    hf_config = json.loads((ctx.inputs["hf"] / "config.json").read_text(encoding="utf-8"))
+    repo_dir = Path(params.get("repo_dir") or Path("repos", params["name"]).resolve())
+    return llm_layout.template_values(params["name"], params["triton"], params["engine"], params["target"], repo_dir, hf_config)
+
+
 def action(ctx: StageContext) -> None:
-    models = layout.encoder_models(ctx.params["name"], ctx.params["target"])
-    filled = values(ctx, models)
+    params = ctx.params
+    models = layout.triton_models(params["kind"], params["name"], params["target"], ctx.inputs["hf"])
+    filled = values(ctx, models) if params["kind"] == "encoder" else llm_values(ctx)
     for model in models:
         render_model(model, filled, ctx.out)
     log.info("config: %d Triton model configs filled and parsed", len(models))

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from tasks import fsops
 from tasks.errors import UserError, YamlError
-from tasks.schema import ModelSpec
+from tasks.schema import SHA_RE, ModelSpec
 from tasks.stage import StageContext
 
 log = logging.getLogger(__name__)
@@ -68,15 +68,53 @@ def local_folder(spec: ModelSpec) -> Path:
     return folder
 
 
+def _cached_commit(repo_id: str, revision: str) -> str | None:
+    """The commit huggingface_hub's local cache has for a branch or tag (works offline)."""
+    from huggingface_hub import scan_cache_dir  # noqa: PLC0415 - only Hub sources need it
+    from huggingface_hub.errors import CacheNotFound  # noqa: PLC0415
+
+    try:
+        repos = scan_cache_dir().repos
+    except CacheNotFound:
+        return None
+    for repo in repos:
+        if repo.repo_id == repo_id and repo.repo_type == "model":
+            for rev in repo.revisions:
+                if revision in rev.refs:
+                    return str(rev.commit_hash)
+    return None
+
+
+def resolve_revision(repo_id: str, revision: str) -> str | None:
+    """The commit a Hub revision names now: a sha as is, a branch asked of the Hub (else the cache)."""
+    from huggingface_hub import HfApi, constants  # noqa: PLC0415
+
+    if SHA_RE.fullmatch(revision):
+        return revision
+    if not constants.HF_HUB_OFFLINE:
+        try:
+            sha = HfApi().model_info(repo_id, revision=revision, timeout=10).sha
+        except Exception as exc:  # noqa: BLE001 - any network/Hub failure: fall back to the cache
+            log.warning("fetch: cannot ask the Hub for %s@%s (%s); using the local cache", repo_id, revision, exc)
+        else:
+            return str(sha) if sha else None
+    return _cached_commit(repo_id, revision)
+
+
 def source_files(spec: ModelSpec) -> tuple[Path | None, list[Path], dict[str, str]]:
-    """(folder, files whose content matters, params) for a source; Hub sources have no local files."""
+    """(folder, files whose content matters, params) for a source; Hub sources have no local files.
+
+    A Hub branch (``revision: main``) is resolved to its current commit here, so a new
+    upstream commit changes fetch's params and makes it (and what its bytes feed) outdated.
+    """
     if "pip" in spec.source:
         folder, version = pip_folder(spec)
         return folder, _walk(folder), {"pip": spec.source["pip"], "version": version}
     if "path" in spec.source:
         folder = local_folder(spec)
         return folder, _walk(folder), {"path": spec.source["path"]}
-    return None, [], dict(spec.source)
+    commit = resolve_revision(spec.source["hf"], spec.source["revision"])
+    return None, [], {**spec.source, "commit": commit or "unresolved"}
 
 
 def link_tree(files: Iterable[Path], folder: Path, out: Path) -> int:
@@ -102,7 +140,8 @@ def action(ctx: StageContext, folder: Path | None) -> None:
     """Materialise the checkpoint in the work dir (``folder`` is None for Hub sources)."""
     source = ctx.params["source"]
     if folder is None:
-        folder = _download(source["hf"], source["revision"])
+        wanted = source["commit"] if source["commit"] != "unresolved" else source["revision"]
+        folder = _download(source["hf"], wanted)
         ctx.record["resolved_revision"] = folder.name
         log.info("fetch: %s@%s resolved to commit %s", source["hf"], source["revision"], folder.name)
     copied = link_tree(_walk(folder), folder, ctx.out)

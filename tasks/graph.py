@@ -7,22 +7,24 @@ items its output depends on, the target where it matters, and its code version.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
 
-from tasks import config, engine, export, fetch, layout, repo, toolchain
+from tasks import config, convert, engine, engine_llm, export, fetch, layout, repo, toolchain, trtllm
 from tasks.schema import ModelSpec, load_models
-from tasks.stage import Stage, to_task
+from tasks.stage import Action, Stage, to_task
 
 log = logging.getLogger(__name__)
 
 BUILD = Path("build")
 REPOS = Path("repos")
 MODELS = Path("models")
-STAGE_ORDER = ("fetch", "export", "engine", "config", "repo")
+STAGE_ORDER = ("fetch", "convert", "export", "engine", "config", "repo")
+# The engine keys the LLM templates read (the rest only shape trtllm-build's argv).
+LLM_CONFIG_ENGINE_KEYS = ("max_beam_width", "max_input_len", "max_output_len")
 
 
 @dataclass
@@ -53,90 +55,89 @@ def _rel(path: Path) -> Path:
         return path
 
 
-def encoder_stages(graph: Graph, spec: ModelSpec) -> None:
-    target = graph.target.name
-    m, out = spec.name, BUILD / spec.name
-    logs = out / "logs"
-    folder, files, source = fetch.source_files(spec)
-    fetched = graph.add(
-        Stage(
-            "fetch",
-            m,
-            {"source": source, "code": fetch.CODE_VERSION},
-            out / "fetch",
-            partial(fetch.action, folder=folder),
-            f"checkpoint of {m} from {spec.file}",
-            files=[_rel(p) for p in files],
-            log_dir=logs,
-        )
-    )
-    exported = graph.add(
-        Stage(
-            "export",
-            m,
-            {"export": spec.block("export"), "toolchain": toolchain.package_versions(*export.TOOLCHAIN), "code": export.CODE_VERSION},
-            out / "export",
-            export.action,
-            f"ONNX export of {m}",
-            deps={"hf": fetched},
-            log_dir=logs,
-        )
-    )
+@dataclass(frozen=True)
+class ModelGraph:
+    """Builds the stages of one model: shared fields filled once."""
+
+    graph: Graph
+    spec: ModelSpec
+
+    @property
+    def target(self) -> str:
+        return self.graph.target.name
+
+    def stage(self, name: str, params: Mapping[str, Any], action: Action, doc: str, **kw: Any) -> Stage:  # noqa: ANN401
+        out = BUILD / self.spec.name
+        kw.setdefault("log_dir", out / "logs")
+        return self.graph.add(Stage(name, self.spec.name, params, kw.pop("out_dir", out / name), action, doc, **kw))
+
+    def fetch(self) -> Stage:
+        folder, files, source = fetch.source_files(self.spec)
+        params = {"source": source, "code": fetch.CODE_VERSION}
+        action = partial(fetch.action, folder=folder)
+        doc = f"checkpoint of {self.spec.name} from {self.spec.file}"
+        return self.stage("fetch", params, action, doc, files=[_rel(p) for p in files])
+
+    def config(self, fetched: Stage, params: Mapping[str, Any]) -> Stage:
+        templates = layout.template_files(layout.triton_models(self.spec.kind, self.spec.name, self.target, None))
+        full = {"name": self.spec.name, "kind": self.spec.kind, **params, "target": self.target, "code": config.CODE_VERSION}
+        doc = f"Triton configs of {self.spec.name}"
+        return self.stage("config", full, config.action, doc, deps={"hf": fetched}, files=[_rel(p) for p in templates], target=self.target)
+
+    def repo(self, configured: Stage, built: Stage, fetched: Stage) -> Stage:
+        m = self.spec.name
+        params = {"name": m, "kind": self.spec.kind, "target": self.target, "code": repo.CODE_VERSION}
+        deps = {"config": configured, "engine": built, "hf": fetched}
+        doc = f"Triton repository repos/{m}"
+        return self.stage("repo", params, repo.action, doc, deps=deps, target=self.target, out_dir=REPOS / m, meta_dir=BUILD / m / "repo")
+
+
+def encoder_stages(model: ModelGraph) -> None:
+    spec, target = model.spec, model.target
+    fetched = model.fetch()
+    versions = toolchain.package_versions(*export.TOOLCHAIN)
+    exported = model.stage(
+        "export", {"export": spec.block("export"), "toolchain": versions, "code": export.CODE_VERSION},
+        export.action, f"ONNX export of {spec.name}", deps={"hf": fetched},
+    )  # fmt: skip
     tools = engine.trt_fingerprint() if target == "trt" else toolchain.package_versions(*engine.CPU_TOOLCHAIN)
-    built = graph.add(
-        Stage(
-            "engine",
-            m,
-            {"engine": spec.block("engine"), "target": target, "toolchain": tools, "code": engine.CODE_VERSION},
-            out / "engine",
-            engine.action,
-            f"{target} engine of {m}",
-            deps={"onnx": exported},
-            target=target,
-            log_dir=logs,
-        )
-    )
-    models = layout.encoder_models(m, target)
-    configured = graph.add(
-        Stage(
-            "config",
-            m,
-            {
-                "name": m,
-                "triton": spec.block("triton"),
-                "engine": {"max_seq_len": spec.block("engine")["max_seq_len"]},
-                "target": target,
-                "code": config.CODE_VERSION,
-            },
-            out / "config",
-            config.action,
-            f"Triton configs of {m}",
-            deps={"hf": fetched},
-            files=[_rel(p) for p in layout.template_files(models)],
-            target=target,
-            log_dir=logs,
-        )
-    )
-    graph.add(
-        Stage(
-            "repo",
-            m,
-            {"name": m, "target": target, "code": repo.CODE_VERSION},
-            REPOS / m,
-            repo.action,
-            f"Triton repository repos/{m}",
-            deps={"config": configured, "engine": built, "hf": fetched},
-            target=target,
-            meta_dir=out / "repo",
-            log_dir=logs,
-        )
-    )
+    built = model.stage(
+        "engine", {"engine": spec.block("engine"), "target": target, "toolchain": tools, "code": engine.CODE_VERSION},
+        engine.action, f"{target} engine of {spec.name}", deps={"onnx": exported}, target=target,
+    )  # fmt: skip
+    configured = model.config(fetched, {"triton": spec.block("triton"), "engine": {"max_seq_len": spec.block("engine")["max_seq_len"]}})
+    model.repo(configured, built, fetched)
+
+
+def llm_stages(model: ModelGraph) -> None:
+    spec, target = model.spec, model.target
+    fetched = model.fetch()
+    versions = toolchain.package_versions(*convert.TOOLCHAIN)
+    converted = model.stage(
+        "convert", {"convert": spec.block("convert"), "family": spec.family, "toolchain": versions, "code": convert.CODE_VERSION},
+        convert.action, f"TRT-LLM checkpoint of {spec.name}", deps={"hf": fetched},
+    )  # fmt: skip
+    tools = trtllm.trt_fingerprint() if target == "trt" else {}
+    built = model.stage(
+        "engine", {"engine": spec.block("engine"), "target": target, "toolchain": tools, "code": engine_llm.CODE_VERSION},
+        engine_llm.action, f"{target} engines of {spec.name}", deps={"checkpoint": converted}, target=target,
+    )  # fmt: skip
+    engine_keys = {k: spec.block("engine")[k] for k in LLM_CONFIG_ENGINE_KEYS}
+    params: dict[str, Any] = {"triton": spec.block("triton"), "engine": engine_keys}
+    if target == "trt":
+        # Engine paths in the TRT-LLM pbtxt are absolute: moving the checkout must refill them.
+        params["repo_dir"] = str((REPOS / spec.name).resolve())
+    configured = model.config(fetched, params)
+    model.repo(configured, built, fetched)
+
+
+BUILDERS: dict[str, Callable[[ModelGraph], None]] = {"encoder": encoder_stages, "llm": llm_stages}
 
 
 def build_graph(target: toolchain.Target, models_dir: Path = MODELS) -> Graph:
     graph = Graph(target, load_models(models_dir))
     for spec in graph.specs:
-        encoder_stages(graph, spec)
+        BUILDERS[spec.kind](ModelGraph(graph, spec))
     return graph
 
 

@@ -50,6 +50,17 @@ def encoder_models(model: str, target: str) -> list[TritonModel]:
     ]
 
 
+def triton_models(kind: str, name: str, target: str, hf_dir: Path | None) -> list[TritonModel]:
+    """The Triton models of a repository; ``hf_dir`` (None when only templates matter) lists the checkpoint files."""
+    if kind == "encoder":
+        return encoder_models(name, target)
+    from tasks import llm_layout  # noqa: PLC0415 - llm_layout builds on this module
+
+    files = [p.name for p in hf_dir.iterdir() if p.is_file()] if hf_dir is not None else []
+    tokenizer, model = llm_layout.split_checkpoint_files(files)
+    return llm_layout.llm_models(target, tokenizer_files=tokenizer, hf_files=model)
+
+
 def template_files(models: list[TritonModel]) -> list[Path]:
     """Every template file the config stage reads (its raw-file inputs)."""
     return sorted(p for m in models for p in m.template_dir.rglob("*") if p.is_file() and "__pycache__" not in p.parts)

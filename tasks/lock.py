@@ -8,11 +8,12 @@ SIGTERM into KeyboardInterrupt makes it save every task that finished.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import signal
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import IO
@@ -71,9 +72,34 @@ def release() -> None:
         _HANDLE = None
 
 
+_SHIELD = {"depth": 0, "pending": False}
+
+
 def _interrupt(signum: int, frame: FrameType | None) -> None:  # noqa: ARG001 - signal API
+    if _SHIELD["depth"]:
+        _SHIELD["pending"] = True
+        return
     raise KeyboardInterrupt
 
 
+@contextlib.contextmanager
+def uninterrupted() -> Iterator[None]:
+    """Hold SIGTERM/Ctrl-C until a short critical step (publish, cleanup) is done.
+
+    A KeyboardInterrupt in the middle of removing a work dir or swapping an output in
+    would leave debris for the next run to sort out; these steps take milliseconds.
+    """
+    _SHIELD["depth"] += 1
+    try:
+        yield
+    finally:
+        _SHIELD["depth"] -= 1
+    if not _SHIELD["depth"] and _SHIELD["pending"]:
+        _SHIELD["pending"] = False
+        raise KeyboardInterrupt
+
+
 def save_state_on_sigterm() -> None:
+    """SIGTERM and SIGINT both become KeyboardInterrupt, held back inside ``uninterrupted``."""
     signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)

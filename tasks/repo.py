@@ -50,7 +50,8 @@ def link_model(model: layout.TritonModel, config_dir: Path, inputs: dict[str, Pa
 
 def action(ctx: StageContext) -> None:
     copies = 0
-    for model in layout.encoder_models(ctx.params["name"], ctx.params["target"]):
+    params = ctx.params
+    for model in layout.triton_models(params["kind"], params["name"], params["target"], ctx.inputs["hf"]):
         dest = ctx.out / model.name
         config_dir = ctx.inputs["config"] / model.name
         if not config_dir.is_dir():

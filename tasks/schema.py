@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from tasks import trtexec
+from tasks import trtexec, trtllm
 from tasks.errors import YamlError
 
 log = logging.getLogger(__name__)
@@ -25,7 +25,7 @@ NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]*")
 SHA_RE = re.compile(r"[0-9a-f]{40}")
 TOP_KEYS = ("name", "kind", "family", "source", "export", "convert", "engine", "triton", "bench", "sweep")
 KINDS = ("encoder", "llm", "ensemble")
-IMPLEMENTED_KINDS = {"encoder": ("bert",)}
+IMPLEMENTED_KINDS = {"encoder": ("bert",), "llm": ("t5",)}
 REQUIRED = object()
 
 Check = Callable[[Any, "Where"], Any]
@@ -83,6 +83,22 @@ def one_of(*choices: str) -> Check:
         return str(value)
 
     return check
+
+
+def fraction(value: Any, where: Where) -> float:  # noqa: ANN401
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and 0 < value <= 1
+    if not ok:
+        raise where.error(f"expected a number in (0, 1], got {value!r}")
+    return float(value)
+
+
+def optional(check: Check) -> Check:
+    """``null`` allowed (meaning: leave the tool's own default)."""
+
+    def maybe(value: Any, where: Where) -> Any:  # noqa: ANN401
+        return None if value is None else check(value, where)
+
+    return maybe
 
 
 def boolean(value: Any, where: Where) -> bool:  # noqa: ANN401
@@ -145,9 +161,40 @@ ENCODER_BLOCKS: dict[str, dict[str, tuple[Check, Any]]] = {
         "concurrency": (int_list, [1]),
     },
 }
-NOT_FOR_ENCODERS = {
-    "convert": "encoders are exported to ONNX (export:); convert is for kind llm, not implemented yet",
-    "sweep": "sweeps are not implemented yet",
+LLM_BLOCKS: dict[str, dict[str, tuple[Check, Any]]] = {
+    "convert": {
+        "dtype": (one_of("float16", "bfloat16", "float32"), "float16"),
+        "tp_size": (integer(1), 1),
+        "pp_size": (integer(1), 1),
+    },
+    "engine": {
+        "max_batch_size": (integer(1), REQUIRED),
+        "max_input_len": (integer(1), REQUIRED),
+        "max_output_len": (integer(1), REQUIRED),
+        "max_beam_width": (integer(1), 1),
+        "max_num_tokens": (optional(integer(1)), None),
+        "flags": (scalar_map, {}),
+        "encoder_flags": (scalar_map, {}),
+        "decoder_flags": (scalar_map, {}),
+        "extra_args": (str_list, []),
+    },
+    "triton": {
+        "max_batch_size": (integer(1), REQUIRED),
+        "decoupled": (boolean, False),
+        "instance_count": (integer(1), 1),
+        "max_queue_delay_us": (integer(0), 0),
+        "kv_cache_free_gpu_mem_fraction": (fraction, 0.8),
+        "cross_kv_cache_fraction": (fraction, 0.5),
+        "batch_scheduler_policy": (one_of("guaranteed_no_evict", "max_utilization"), "guaranteed_no_evict"),
+        "max_tokens_in_paged_kv_cache": (optional(integer(1)), None),
+    },
+    "bench": ENCODER_BLOCKS["bench"],
+}
+KIND_BLOCKS = {"encoder": ENCODER_BLOCKS, "llm": LLM_BLOCKS}
+_SWEEP = "sweeps are not implemented yet"
+NOT_FOR = {
+    "encoder": {"convert": "encoders are exported to ONNX (export:), not converted", "sweep": _SWEEP},
+    "llm": {"export": "LLM checkpoints are converted (convert:), not exported to ONNX", "sweep": _SWEEP},
 }
 
 
@@ -171,7 +218,7 @@ def check_block(raw: Any, fields: Mapping[str, tuple[Check, Any]], where: Where)
     return out
 
 
-def _check_engine(engine: dict[str, Any], where: Where) -> None:
+def _check_encoder_engine(engine: dict[str, Any], where: Where) -> None:
     for opt, limit in (("opt_batch_size", "max_batch_size"), ("opt_seq_len", "max_seq_len")):
         if engine[opt] is None:
             engine[opt] = engine[limit]
@@ -186,9 +233,37 @@ def _check_engine(engine: dict[str, Any], where: Where) -> None:
 
 
 def _check_triton(triton: dict[str, Any], engine: dict[str, Any], where: Where) -> None:
+    # The TRT-LLM backend silently keeps the engine's limit when the pbtxt asks for more.
     if triton["max_batch_size"] > engine["max_batch_size"]:
         msg = f"expected <= engine.max_batch_size ({engine['max_batch_size']}), got {triton['max_batch_size']}"
         raise where.child("max_batch_size").error(msg)
+
+
+def _check_llm(blocks: dict[str, dict[str, Any]], family: str, where: Where) -> None:
+    convert = blocks["convert"]
+    if family == "t5" and convert["pp_size"] != 1:
+        msg = (
+            "expected 1 for encoder-decoder models (TRT-LLM's C++ runtime and Triton do not support "
+            f"pipeline parallelism for enc-dec; use tp_size), got {convert['pp_size']}"
+        )
+        raise where.child("convert.pp_size").error(msg)
+    problem = trtllm.check_engine_flags(blocks["engine"], family)
+    if problem is not None:
+        raise where.child(f"engine.{problem[0]}").error(problem[1])
+
+
+def check_blocks(data: dict[str, Any], kind: str, family: str, where: Where) -> dict[str, dict[str, Any]]:
+    """Every block of ``kind`` validated, defaults filled, cross-checked."""
+    for key, why in NOT_FOR[kind].items():
+        if key in data:
+            raise where.child(key).error(why)
+    blocks = {block: check_block(data.get(block), fields, where.child(block)) for block, fields in KIND_BLOCKS[kind].items()}
+    if kind == "encoder":
+        _check_encoder_engine(blocks["engine"], where.child("engine"))
+    else:
+        _check_llm(blocks, family, where)
+    _check_triton(blocks["triton"], blocks["engine"], where.child("triton"))
+    return blocks
 
 
 # ---- source --------------------------------------------------------------------------------
@@ -297,12 +372,7 @@ def load_model(path: Path, shown: str | None = None) -> ModelSpec:
     where = Where(shown, "")
     name, kind, family = _check_top(data, path.stem, where)
     source = check_source(data["source"], where.child("source"))
-    for key, why in NOT_FOR_ENCODERS.items():
-        if key in data:
-            raise where.child(key).error(why)
-    blocks = {block: check_block(data.get(block), fields, where.child(block)) for block, fields in ENCODER_BLOCKS.items()}
-    _check_engine(blocks["engine"], where.child("engine"))
-    _check_triton(blocks["triton"], blocks["engine"], where.child("triton"))
+    blocks = check_blocks(data, kind, family, where)
     spec = ModelSpec(name, kind, family, Path(shown), source, blocks, frozenset(map(str, data)))
     check_limits(spec, _checkpoint_config(source, path))
     return spec

@@ -191,19 +191,22 @@ def _build(stage: Stage) -> None:
     if _reusable(stage, key):
         log.info("%s: output already built with these inputs and params; reused", stage.task_name)
         return
-    fsops.remove_stale_tmp(stage.out_dir)
     work = fsops.tmp_sibling(stage.out_dir)
-    fsops.remove_tree(work)
-    work.mkdir(parents=True)
     started = time.monotonic()
     try:
+        with lock.uninterrupted():
+            fsops.remove_stale_tmp(stage.out_dir)
+            fsops.remove_tree(work)
+            work.mkdir(parents=True)
         ctx = StageContext(stage, work, {role: dep.out_dir for role, dep in stage.deps.items()})
         stage.action(ctx)
         if input_digests(stage) != inputs:
             raise UserError(stage.task_name, "an input changed while this stage ran; run doit again")
-        _publish(stage, ctx, {"key": key, "inputs": inputs, "seconds": round(time.monotonic() - started, 3)})
+        with lock.uninterrupted():
+            _publish(stage, ctx, {"key": key, "inputs": inputs, "seconds": round(time.monotonic() - started, 3)})
     finally:
-        fsops.remove_tree(work)
+        with lock.uninterrupted():
+            fsops.remove_tree(work)
 
 
 def _reuse_identical(work: Path, files: dict[str, tuple[int, str]], stage: Stage) -> None:

@@ -1,7 +1,10 @@
 """Tiny random T5 checkpoints with an offline-trained tokenizer (no Hub access in tests).
 
-``flan`` is T5 v1.1 / Flan-style (gated-gelu, untied lm_head); ``v1_0`` is the original T5
-(relu, tied embeddings, lm_head rescaled by d_model**-0.5).  Shapes deliberately use
+``flan`` is T5 v1.1 / Flan-style (gated-gelu, 16 buckets, max distance 64) saved with
+``tie_word_embeddings: false``; transformers 5 still writes such a T5 tied (it saves
+``scale_decoder_outputs`` instead), so the untied Flan layout is covered by the converter tests'
+own ``flan_untied`` variant.  ``v1_0`` is the original T5 (relu, tied embeddings, lm_head input
+rescaled by d_model**-0.5).  Shapes deliberately use
 d_kv != d_model / num_heads and non-default relative-attention buckets.
 """
 

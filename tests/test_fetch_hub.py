@@ -59,3 +59,26 @@ def test_missing_snapshot_offline_is_one_line(tmp_path: Path) -> None:
     assert len(lines) == 1
     assert lines[0].startswith("ERROR: fetch:tiny: cannot download acme/tiny-bert@main: ")
     assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_new_upstream_commit_on_a_branch_makes_fetch_outdated(cache: Path, tiny_bert: Path, tmp_path: Path) -> None:
+    project = copy_project(tmp_path / "p", {"tiny": hub_yaml("main")})
+    env = doit_env({"HF_HUB_CACHE": str(cache)})
+    assert run_doit(project, "fetch:tiny", "target=cpu", env=env).rc == 0
+    assert run_doit(project, "fetch:tiny", "target=cpu", env=env).executed == set()
+    # Upstream moves main to a new commit whose config differs (offline, the cache's refs/main says so).
+    newer = "fedcba9876543210fedcba9876543210fedcba98"
+    root = cache / "models--acme--tiny-bert"
+    snapshot = root / "snapshots" / newer
+    shutil.copytree(root / "snapshots" / SHA, snapshot, symlinks=True)
+    (snapshot / "config.json").unlink()
+    (snapshot / "config.json").write_text(
+        (tiny_bert / "config.json").read_text().replace('"hidden_act"', '"hidden_dropout_prob": 0.2, "hidden_act"')
+    )
+    (root / "refs" / "main").write_text(newer)
+    info = run_doit(project, "info", "fetch:tiny", "target=cpu", env=env)
+    assert f"source.commit: {SHA} -> {newer}" in info.stdout
+    rerun = run_doit(project, "build:tiny", "target=cpu", env=env)
+    assert rerun.rc == 0, rerun.stderr
+    assert "fetch:tiny" in rerun.executed
+    assert read_json(project / "build/tiny/fetch/action.json")["resolved_revision"] == newer

@@ -41,7 +41,8 @@ CASES = [
         f"{F}: triton.instance_count: expected an integer >= 1, got -1",
     ),
     ("name: tiny", "name: other", f"{F}: name: must equal the file name 'tiny', got 'other'"),
-    ("kind: encoder", "kind: llm", f"{F}: kind: kind 'llm' is not implemented yet (implemented: encoder)"),
+    ("kind: encoder", "kind: ensemble", f"{F}: kind: kind 'ensemble' is not implemented yet (implemented: encoder, llm)"),
+    ("kind: encoder", "kind: llm", f"{F}: family: family 'bert' is not implemented yet for kind llm (implemented: t5)"),
     ("kind: encoder", "kind: decoder", f"{F}: kind: expected one of encoder, llm, ensemble, got 'decoder'"),
     ("family: bert", "family: clip-vision", f"{F}: family: family 'clip-vision' is not implemented yet for kind encoder"),
     ("source:\n  path:", "source:\n  pip: nope-not-installed\n  path:", f"{F}: source: expected exactly one of"),
@@ -108,3 +109,70 @@ def test_missing_pip_package_names_the_fix(project: Path) -> None:
     assert result.rc == 3
     expected = f"ERROR: {F}: source.pip: package 'no-such-model-package' is not installed; run: pip install no-such-model-package"
     assert result.stderr.strip() == expected
+
+
+T5 = "models/t5.yaml"
+T5_YAML = """\
+name: t5
+kind: llm
+family: t5
+source:
+  hf: google/flan-t5-small
+  revision: e48659520aaf0069046c3413e9835d214fefa83c
+convert:
+  dtype: float16
+engine:
+  max_batch_size: 8
+  max_input_len: 64
+  max_output_len: 16
+triton:
+  max_batch_size: 8
+"""
+LLM_CASES = [
+    ("dtype: float16", "dtype: float16\n  pp_size: 2", f"{T5}: convert.pp_size: expected 1 for encoder-decoder models"),
+    ("dtype: float16", "dtype: int8", f"{T5}: convert.dtype: expected one of float16, bfloat16, float32, got 'int8'"),
+    ("  max_output_len: 16\n", "", f"{T5}: engine.max_output_len: required key is missing"),
+    (
+        "max_output_len: 16\n",
+        "max_output_len: 16\n  flags: {max_output_len: 200}\n",
+        f"{T5}: engine.flags.max_output_len: removed in TensorRT-LLM 0.12 (deprecated in 0.11); use max_seq_len",
+    ),
+    (
+        "max_output_len: 16\n",
+        "max_output_len: 16\n  flags: {context_fmha: enable}\n",
+        f"{T5}: engine.flags.context_fmha: T5 requires context_fmha disable",
+    ),
+    (
+        "max_output_len: 16\n",
+        "max_output_len: 16\n  decoder_flags: {fooBar: 1}\n",
+        f"{T5}: engine.decoder_flags.fooBar: not a trtllm-build flag in TensorRT-LLM 1.2.1",
+    ),
+    (
+        "triton:\n  max_batch_size: 8",
+        "triton:\n  max_batch_size: 16",
+        f"{T5}: triton.max_batch_size: expected <= engine.max_batch_size (8), got 16",
+    ),
+    (
+        "triton:\n  max_batch_size: 8",
+        "triton:\n  max_batch_size: 8\n  kv_cache_free_gpu_mem_fraction: 1.5",
+        f"{T5}: triton.kv_cache_free_gpu_mem_fraction: expected a number in (0, 1], got 1.5",
+    ),
+    (
+        "triton:\n  max_batch_size: 8",
+        "triton:\n  max_batch_size: 8\n  decoupled: yes please",
+        f"{T5}: triton.decoupled: expected true or false",
+    ),
+    ("convert:\n", "export:\n  opset: 18\nconvert:\n", f"{T5}: export: LLM checkpoints are converted (convert:), not exported to ONNX"),
+]
+
+
+@pytest.mark.parametrize(("old", "new", "message"), LLM_CASES, ids=[c[2].split(": ")[1] + f"-{i}" for i, c in enumerate(LLM_CASES)])
+def test_bad_llm_model_file_is_one_line_and_exit_3(tmp_path: Path, old: str, new: str, message: str) -> None:
+    assert old in T5_YAML
+    root = copy_project(tmp_path / "p", {"t5": T5_YAML.replace(old, new, 1)})
+    result = run_doit(root, "build:t5", "target=cpu")
+    assert result.rc == 3
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"ERROR: {message}"), lines[0]
+    assert not (root / "build").exists() or not (root / "build/t5").exists()

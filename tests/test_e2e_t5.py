@@ -1,0 +1,138 @@
+"""Flan-T5-shaped tiny model through the whole LLM graph: cpu served by the real Triton, trt via a fake trtllm-build."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2
+
+from tasks.launcher import TritonServer
+from tests.helpers import FAKES, copy_project, doit_env, read_json, run_doit
+from tests.t5_fixtures import build_tiny_t5
+
+T5_YAML = """\
+name: t5tiny
+kind: llm
+family: t5
+source:
+  path: {path}
+convert:
+  dtype: float32
+engine:
+  max_batch_size: 4
+  max_input_len: 64
+  max_output_len: 16
+triton:
+  max_batch_size: 4
+"""
+ALL = {"fetch:t5tiny", "convert:t5tiny", "engine:t5tiny", "config:t5tiny", "repo:t5tiny"}
+PROMPTS = ["translate English to German: the house is wonderful", "a man is eating food", "summarize: triton serves models"]
+
+
+@pytest.fixture(scope="module")
+def tiny_t5(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_t5(tmp_path_factory.mktemp("t5") / "flan", variant="flan")
+
+
+@pytest.fixture(scope="module")
+def cpu_project(tiny_t5: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = copy_project(tmp_path_factory.mktemp("t5cpu"), {"t5tiny": T5_YAML.format(path=tiny_t5)})
+    result = run_doit(root, "build:t5tiny", "target=cpu")
+    assert result.rc == 0, result.stdout + result.stderr
+    assert result.executed == ALL
+    return root
+
+
+def hf_greedy(folder: Path, prompts: list[str], max_new_tokens: int) -> list[str]:
+    from transformers import AutoTokenizer, T5ForConditionalGeneration
+
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = T5ForConditionalGeneration.from_pretrained(folder).eval()  # type: ignore[no-untyped-call]
+    texts = []
+    for prompt in prompts:
+        ids = tokenizer(prompt, return_tensors="pt").input_ids
+        out = model.generate(ids, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1)
+        texts.append(str(tokenizer.decode(out[0], skip_special_tokens=True)))
+    return texts
+
+
+def generate(client: grpcclient.InferenceServerClient, model: str, prompt: str, max_tokens: int) -> str:
+    text = grpcclient.InferInput("text_input", [1, 1], "BYTES")
+    text.set_data_from_numpy(np.array([[prompt.encode()]], dtype=object))
+    tokens = grpcclient.InferInput("max_tokens", [1, 1], "INT32")
+    tokens.set_data_from_numpy(np.array([[max_tokens]], dtype=np.int32))
+    result = client.infer(model, [text, tokens])
+    out = result.as_numpy("text_output").reshape(-1)[0]
+    return out.decode() if isinstance(out, bytes) else str(out)
+
+
+def test_cpu_repository_generates_what_transformers_generates(cpu_project: Path, tiny_t5: Path) -> None:
+    repo = cpu_project / "repos/t5tiny"
+    assert sorted(p.name for p in repo.iterdir()) == ["ensemble", "postprocessing", "preprocessing", "tensorrt_llm", "tensorrt_llm_bls"]
+    assert json.loads((cpu_project / "build/t5tiny/engine/engine.json").read_text())["engine"] == "none"
+    expected = hf_greedy(tiny_t5, PROMPTS, 12)
+    assert any(expected)
+    with TritonServer(repo, "cpu", cpu_project / "build/t5-triton.log") as server:
+        client = grpcclient.InferenceServerClient(server.grpc_url)
+        try:
+            for prompt, want in zip(PROMPTS, expected, strict=True):
+                assert generate(client, "ensemble", prompt, 12) == want
+                assert generate(client, "tensorrt_llm_bls", prompt, 12) == want
+        finally:
+            client.close()
+
+
+def test_engine_edit_reruns_engine_config_repo_but_not_convert(cpu_project: Path) -> None:
+    path = cpu_project / "models/t5tiny.yaml"
+    path.write_text(path.read_text().replace("max_output_len: 16", "max_output_len: 20"))
+    result = run_doit(cpu_project, "build:t5tiny", "target=cpu")
+    assert result.rc == 0, result.stderr
+    assert result.executed == {"engine:t5tiny", "config:t5tiny", "repo:t5tiny"}
+
+
+def test_convert_dtype_edit_reruns_convert_and_stops_at_the_cpu_engine(cpu_project: Path) -> None:
+    path = cpu_project / "models/t5tiny.yaml"
+    path.write_text(path.read_text().replace("dtype: float32", "dtype: float16"))
+    result = run_doit(cpu_project, "build:t5tiny", "target=cpu")
+    assert result.rc == 0, result.stderr
+    # On cpu the engine stage is "none" whatever the checkpoint: its bytes do not change.
+    assert result.executed == {"convert:t5tiny", "engine:t5tiny"}
+    config = read_json(cpu_project / "build/t5tiny/convert/action.json")
+    assert config["params"]["convert"]["dtype"] == "float16"  # type: ignore[index]
+
+
+def test_trt_target_with_fake_trtllm_build(tiny_t5: Path, tmp_path: Path) -> None:
+    root = copy_project(tmp_path / "p", {"t5tiny": T5_YAML.format(path=tiny_t5)})
+    log = tmp_path / "argv.jsonl"
+    env = doit_env({"FAKE_TRTLLM_LOG": str(log)}, path_prefix=FAKES)
+    result = run_doit(root, "build:t5tiny", env=env)
+    assert result.rc == 0, result.stdout + result.stderr
+    assert "target: trt (auto: found" in result.stderr
+    calls = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [c[c.index("--output_dir") + 1].rsplit("/", 1)[-1] for c in calls] == ["encoder", "decoder"]
+    encoder, decoder = calls
+    assert encoder[encoder.index("--kv_cache_type") + 1] == "disabled"
+    assert encoder[encoder.index("--context_fmha") + 1] == "disable"
+    assert decoder[decoder.index("--max_input_len") + 1] == "1"
+    assert decoder[decoder.index("--max_encoder_input_len") + 1] == "64"
+    assert decoder[decoder.index("--max_seq_len") + 1] == "17"
+    trtllm = root / "repos/t5tiny/tensorrt_llm"
+    config = text_format.Parse((trtllm / "config.pbtxt").read_text(), model_config_pb2.ModelConfig())
+    assert config.backend == "tensorrtllm"
+    params = {k: v.string_value for k, v in config.parameters.items()}
+    assert params["encoder_model_path"] == str((trtllm / "1/encoder").resolve())
+    assert params["gpt_model_path"] == str((trtllm / "1/decoder").resolve())
+    engine = root / "build/t5tiny/engine/decoder/rank0.engine"
+    assert (trtllm / "1/decoder/rank0.engine").stat().st_ino == engine.stat().st_ino
+    assert read_json(root / "build/t5tiny/engine/action.json")["trtllm_version"] == "1.2.1"
+    # A convert.dtype edit reaches the engines and the repository on trt.
+    path = root / "models/t5tiny.yaml"
+    path.write_text(path.read_text().replace("dtype: float32", "dtype: bfloat16"))
+    again = run_doit(root, "build:t5tiny", env=env)
+    assert again.rc == 0, again.stderr
+    assert again.executed == {"convert:t5tiny", "engine:t5tiny", "repo:t5tiny"}
