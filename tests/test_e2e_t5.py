@@ -136,3 +136,20 @@ def test_trt_target_with_fake_trtllm_build(tiny_t5: Path, tmp_path: Path) -> Non
     again = run_doit(root, "build:t5tiny", env=env)
     assert again.rc == 0, again.stderr
     assert again.executed == {"convert:t5tiny", "engine:t5tiny", "repo:t5tiny"}
+
+
+def test_t5_v1_0_through_doit_and_triton(tmp_path: Path) -> None:
+    """The original T5 (relu, tied embeddings, rescaled lm_head input) through the same graph."""
+    folder = build_tiny_t5(tmp_path / "v1_0", variant="v1_0")
+    root = copy_project(tmp_path / "p", {"t5tiny": T5_YAML.format(path=folder)})
+    result = run_doit(root, "build:t5tiny", "target=cpu")
+    assert result.rc == 0, result.stdout + result.stderr
+    decoder = json.loads((root / "build/t5tiny/convert/decoder/config.json").read_text())
+    assert decoder["rescale_before_lm_head"] is True
+    expected = hf_greedy(folder, PROMPTS, 10)
+    with TritonServer(root / "repos/t5tiny", "cpu", root / "build/t5-triton.log") as server:
+        client = grpcclient.InferenceServerClient(server.grpc_url)
+        try:
+            assert [generate(client, "ensemble", p, 10) for p in PROMPTS] == expected
+        finally:
+            client.close()
