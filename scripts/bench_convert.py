@@ -6,7 +6,7 @@
 The random checkpoint is written once, tensor by tensor, into ``folder`` (default
 ``build/bench/flan-t5-large-random``) and reused by later runs.  Each run then converts it
 in a child process (wall time, MB/s of source read, the child's peak RSS from
-``getrusage(RUSAGE_CHILDREN)``) and copies the same files with ``cp`` on the same disk,
+VmHWM, the peak of its own address space) and copies the same files with ``cp`` on the same disk,
 alternating ``--repeat`` times; medians are reported.
 Both read the source from a warm page cache (it was just written or read); each is timed
 alone and including the ``sync`` that puts its writes on disk, with earlier writes flushed
@@ -19,7 +19,6 @@ import argparse
 import json
 import math
 import os
-import resource
 import shutil
 import statistics
 import subprocess
@@ -58,14 +57,19 @@ FLAN_T5_LARGE: dict[str, Any] = {
     "eos_token_id": 1,
     "decoder_start_token_id": 0,
 }
-CHILD = """
+# Each child reports VmHWM, the peak of its own address space after exec: getrusage's ru_maxrss
+# (RUSAGE_CHILDREN or RUSAGE_SELF) also keeps the parent's high-water mark from before the exec.
+PEAK = "import re; print(int(re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read()).group(1)) * 1024)"
+CHILD = f"""
 import json, logging, sys
 from pathlib import Path
 from tasks.converters import Settings, t5
 logging.basicConfig(level=logging.INFO, format="  %(message)s")
 result = t5.convert(Path(sys.argv[1]), Path(sys.argv[2]), Settings(sys.argv[3], int(sys.argv[4]), 1), "bench")
 print(json.dumps(result.__dict__))
+{PEAK}
 """
+IMPORT_ONLY = f"import tasks.converters.t5\n{PEAK}\n"
 MB = 1e6
 
 
@@ -134,9 +138,9 @@ def du(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-def children_peak_mb() -> float:
-    # ru_maxrss of RUSAGE_CHILDREN: the largest peak of any finished child, in KiB on Linux.
-    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024 / MB
+def peak_mb(stdout: str) -> float:
+    """The child's own peak RSS, printed as its last line."""
+    return int(stdout.strip().splitlines()[-1]) / MB
 
 
 @dataclass
@@ -162,7 +166,7 @@ def run_once(source: Path, converted: Path, copied: Path, args: argparse.Namespa
 def report(source: Path, args: argparse.Namespace, runs: Runs, peaks: tuple[float, float]) -> None:
     source_mb = du(source) / MB
     largest = max(math.prod(shape) * 4 for _, shape in hf_shapes(FLAN_T5_LARGE)) / MB
-    written = json.loads(runs.convert[-1].stdout.strip().splitlines()[-1])["target_bytes"] / MB
+    written = json.loads(runs.convert[-1].stdout.strip().splitlines()[-2])["target_bytes"] / MB
     conv, cp = runs.median("convert", "seconds"), runs.median("cp", "seconds")
     print(f"source:   {source_mb:.0f} MB fp32 ({source}); medians of {len(runs.cp)} alternating runs")
     print(f"convert:  {args.dtype}, tp {args.tp}: {written:.0f} MB written")
@@ -184,13 +188,11 @@ def main() -> int:
     source: Path = args.folder
     ensure_checkpoint(source)
     converted, copied = source.parent / f"{source.name}.trtllm-{args.dtype}-tp{args.tp}", source.parent / f"{source.name}.cp"
-    # Children run in this order, so each RUSAGE_CHILDREN reading is the peak of the newest, largest child.
-    subprocess.run([sys.executable, "-c", "import tasks.converters.t5"], check=True)
-    import_peak = children_peak_mb()
+    baseline = subprocess.run([sys.executable, "-c", IMPORT_ONLY], check=True, stdout=subprocess.PIPE, text=True)
     runs = Runs()
     for _ in range(max(args.repeat, 1)):
         run_once(source, converted, copied, args, runs)
-    report(source, args, runs, (import_peak, children_peak_mb()))
+    report(source, args, runs, (peak_mb(baseline.stdout), max(peak_mb(t.stdout) for t in runs.convert)))
     if not args.keep:
         for done in (converted, copied):
             shutil.rmtree(done, ignore_errors=True)
