@@ -15,9 +15,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from google.protobuf import text_format
-from tritonclient.grpc import model_config_pb2
-
 from tasks import layout
 from tasks.errors import UserError
 from tasks.stage import StageContext
@@ -43,6 +40,10 @@ def fill(template: Path, values: Mapping[str, object]) -> str:
 
 def parse(text: str, template: Path) -> Any:  # noqa: ANN401 - generated protobuf class
     """Parse with Triton's own ModelConfig message; errors carry line and column."""
+    # Imported here: tritonclient.grpc costs ~85 ms, and every doit command (list, info) loads this module.
+    from google.protobuf import text_format  # noqa: PLC0415
+    from tritonclient.grpc import model_config_pb2  # noqa: PLC0415
+
     config = model_config_pb2.ModelConfig()
     try:
         text_format.Parse(text, config)
