@@ -4,6 +4,7 @@ doit build:minilm            build one model (target from ``target=cpu|trt|auto`
 doit list --status           what is up to date
 doit info engine:minilm      why a task is outdated
 doit serve:minilm            run Triton on repos/minilm
+doit bench:minilm            benchmark it -> results/minilm/
 """
 
 from __future__ import annotations
@@ -39,8 +40,6 @@ if MUTATES:
 TARGET = toolchain.resolve_target(get_var("target", "auto"))
 GRAPH = graph.build_graph(TARGET)
 logging.getLogger("tasks").info("target: %s", TARGET)
-if MUTATES:
-    graph.note_pending_blocks(GRAPH)
 
 
 def task_fetch() -> Iterator[dict[str, Any]]:
@@ -71,6 +70,11 @@ def task_config() -> Iterator[dict[str, Any]]:
 def task_repo() -> Iterator[dict[str, Any]]:
     """Triton model repository -> repos/<m> (hardlinks, atomic swap)."""
     yield from GRAPH.tasks("repo")
+
+
+def task_bench() -> Iterator[dict[str, Any]]:
+    """Triton on repos/<m>, concurrency sweep -> results/<m>/<m>.csv, .json, .png (models with a bench: block)."""
+    yield from GRAPH.tasks("bench")
 
 
 def task_build() -> Iterator[dict[str, Any]]:

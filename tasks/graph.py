@@ -13,8 +13,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from tasks import config, convert, engine, engine_llm, export, fetch, layout, repo, toolchain, trtllm
-from tasks.schema import ModelSpec, load_models
+from tasks import bench, config, convert, engine, engine_llm, export, fetch, layout, repo, toolchain, trtllm
+from tasks.schema import ModelSpec, load_models, prompts_file
 from tasks.stage import Action, Stage, to_task
 
 log = logging.getLogger(__name__)
@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 BUILD = Path("build")
 REPOS = Path("repos")
 MODELS = Path("models")
-STAGE_ORDER = ("fetch", "convert", "export", "engine", "config", "repo")
+STAGE_ORDER = ("fetch", "convert", "export", "engine", "config", "repo", "bench")
 # The engine keys the LLM templates read (the rest only shape trtllm-build's argv).
 LLM_CONFIG_ENGINE_KEYS = ("max_beam_width", "max_input_len", "max_output_len")
 
@@ -45,6 +45,9 @@ class Graph:
 
     def last_stage(self, model: str) -> Stage:
         return next(s for name in reversed(STAGE_ORDER) for s in self.stages.get(name, []) if s.model == model)
+
+    def stage_of(self, name: str, model: str) -> Stage:
+        return next(s for s in self.stages.get(name, []) if s.model == model)
 
 
 def _rel(path: Path) -> Path:
@@ -91,6 +94,28 @@ class ModelGraph:
         doc = f"Triton repository repos/{m}"
         return self.stage("repo", params, repo.action, doc, deps=deps, target=self.target, out_dir=REPOS / m, meta_dir=BUILD / m / "repo")
 
+    def bench(self, published: Stage, tools: Mapping[str, str]) -> Stage | None:
+        """Only models whose file has a ``bench:`` block are benchmarked."""
+        spec = self.spec
+        if "bench" not in spec.written:
+            return None
+        params = {
+            "bench": spec.block("bench"),
+            # Recorded with the results, so a result always names the flags of the engine it measured.
+            "engine": spec.block("engine"),
+            "kind": spec.kind,
+            "variant": spec.name,
+            "yaml": str(spec.file),
+            "target": self.target,
+            "toolchain": tools,
+            "code": bench.CODE_VERSION,
+        }
+        prompts = prompts_file(spec)
+        files = [_rel(prompts)] if prompts is not None else []
+        doc = f"benchmark of repos/{spec.name} -> results/{spec.name}/"
+        outputs = bench.output_files(spec.name)
+        return self.stage("bench", params, bench.action, doc, deps={"repo": published}, files=files, target=self.target, published=outputs)
+
 
 def encoder_stages(model: ModelGraph) -> None:
     spec, target = model.spec, model.target
@@ -106,7 +131,8 @@ def encoder_stages(model: ModelGraph) -> None:
         engine.action, f"{target} engine of {spec.name}", deps={"onnx": exported}, target=target,
     )  # fmt: skip
     configured = model.config(fetched, {"triton": spec.block("triton"), "engine": {"max_seq_len": spec.block("engine")["max_seq_len"]}})
-    model.repo(configured, built, fetched)
+    published = model.repo(configured, built, fetched)
+    model.bench(published, tools if target == "trt" else toolchain.package_versions(*bench.CPU_TOOLCHAIN))
 
 
 def llm_stages(model: ModelGraph) -> None:
@@ -128,7 +154,8 @@ def llm_stages(model: ModelGraph) -> None:
         # Engine paths in the TRT-LLM pbtxt are absolute: moving the checkout must refill them.
         params["repo_dir"] = str((REPOS / spec.name).resolve())
     configured = model.config(fetched, params)
-    model.repo(configured, built, fetched)
+    published = model.repo(configured, built, fetched)
+    model.bench(published, tools if target == "trt" else toolchain.package_versions(*bench.CPU_TOOLCHAIN))
 
 
 BUILDERS: dict[str, Callable[[ModelGraph], None]] = {"encoder": encoder_stages, "llm": llm_stages}
@@ -139,13 +166,6 @@ def build_graph(target: toolchain.Target, models_dir: Path = MODELS) -> Graph:
     for spec in graph.specs:
         BUILDERS[spec.kind](ModelGraph(graph, spec))
     return graph
-
-
-def note_pending_blocks(graph: Graph) -> None:
-    """Say out loud which written blocks no stage consumes yet (they are validated, not ignored)."""
-    for spec in graph.specs:
-        if "bench" in spec.written:
-            log.warning("%s: bench: validated; no bench stage exists yet, so nothing runs it", spec.file)
 
 
 def build_groups(graph: Graph) -> Iterator[dict[str, Any]]:

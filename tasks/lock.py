@@ -72,14 +72,27 @@ def release() -> None:
         _HANDLE = None
 
 
-_SHIELD = {"depth": 0, "pending": False}
+_SHIELD = {"depth": 0, "pending": False, "requested": False}
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:  # noqa: ARG001 - signal API
+    _SHIELD["requested"] = True
     if _SHIELD["depth"]:
         _SHIELD["pending"] = True
         return
     raise KeyboardInterrupt
+
+
+def raise_if_interrupted() -> None:
+    """Stop here if a SIGTERM/Ctrl-C came in, even when its KeyboardInterrupt got lost.
+
+    Python runs a signal handler wherever the interpreter happens to be, finalizers
+    (``__del__``, weakref callbacks during garbage collection) included, and there an
+    exception is printed as "ignored" and dropped: a long action such as an ONNX export
+    would then finish and be published as if nothing had been asked.
+    """
+    if _SHIELD["requested"]:
+        raise KeyboardInterrupt
 
 
 @contextlib.contextmanager

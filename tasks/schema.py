@@ -134,7 +134,36 @@ def scalar_map(value: Any, where: Where) -> dict[str, Any]:  # noqa: ANN401
     return dict(value)
 
 
+def positive(value: Any, where: Where) -> float:  # noqa: ANN401
+    if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
+        raise where.error(f"expected a number > 0, got {value!r}")
+    return float(value)
+
+
+def distinct_int_list(value: Any, where: Where) -> list[int]:  # noqa: ANN401
+    items = int_list(value, where)
+    if len(set(items)) != len(items):
+        raise where.error(f"expected each value once, got {value!r}")
+    return items
+
+
 # ---- blocks --------------------------------------------------------------------------------
+
+BENCH_TOOLS = ("builtin", "perf_analyzer", "genai-perf")
+# perf_analyzer's defaults where it has one (5 s windows, ±10 %, 10 trials).
+BENCH_COMMON: dict[str, tuple[Check, Any]] = {
+    "concurrency": (distinct_int_list, [1]),
+    "tool": (one_of("builtin", "perf_analyzer"), "builtin"),
+    "measurement_interval_ms": (integer(50), 5000),
+    "stability_percentage": (positive, 10.0),
+    "max_trials": (integer(3), 10),
+    "warmup_requests": (integer(0), 10),
+    "request_timeout_s": (integer(1), 60),
+    "prompts": (optional(text), None),
+    "num_prompts": (integer(1), 100),
+    "input_tokens": (integer(1), 32),
+    "seed": (integer(0), 0),
+}
 
 ENCODER_BLOCKS: dict[str, dict[str, tuple[Check, Any]]] = {
     "export": {
@@ -158,7 +187,8 @@ ENCODER_BLOCKS: dict[str, dict[str, tuple[Check, Any]]] = {
         "max_queue_delay_us": (integer(0), 100),
     },
     "bench": {
-        "concurrency": (int_list, [1]),
+        **BENCH_COMMON,
+        "batch_size": (integer(1), 1),
     },
 }
 LLM_BLOCKS: dict[str, dict[str, tuple[Check, Any]]] = {
@@ -188,7 +218,13 @@ LLM_BLOCKS: dict[str, dict[str, tuple[Check, Any]]] = {
         "batch_scheduler_policy": (one_of("guaranteed_no_evict", "max_utilization"), "guaranteed_no_evict"),
         "max_tokens_in_paged_kv_cache": (optional(integer(1)), None),
     },
-    "bench": ENCODER_BLOCKS["bench"],
+    "bench": {
+        **BENCH_COMMON,
+        "tool": (one_of(*BENCH_TOOLS), "builtin"),
+        "model": (one_of("ensemble", "tensorrt_llm_bls"), "ensemble"),
+        "output_tokens": (integer(1), 16),
+        "ignore_eos": (boolean, False),
+    },
 }
 KIND_BLOCKS = {"encoder": ENCODER_BLOCKS, "llm": LLM_BLOCKS}
 _SWEEP = "sweeps are not implemented yet"
@@ -252,6 +288,25 @@ def _check_llm(blocks: dict[str, dict[str, Any]], family: str, where: Where) -> 
         raise where.child(f"engine.{problem[0]}").error(problem[1])
 
 
+def _check_bench(blocks: dict[str, dict[str, Any]], kind: str, written: Any, where: Where) -> None:  # noqa: ANN401 - raw YAML
+    bench, engine = blocks["bench"], blocks["engine"]
+    limit = "max_seq_len" if kind == "encoder" else "max_input_len"
+    written = written if isinstance(written, dict) else {}
+    # Defaults never exceed the engine's limits; only values the user wrote can.
+    if "input_tokens" not in written:
+        bench["input_tokens"] = min(bench["input_tokens"], engine[limit])
+    if kind == "llm" and "output_tokens" not in written:
+        bench["output_tokens"] = min(bench["output_tokens"], engine["max_output_len"])
+    if bench["input_tokens"] > engine[limit]:
+        raise where.child("input_tokens").error(f"expected <= engine.{limit} ({engine[limit]}), got {bench['input_tokens']}")
+    if kind == "llm" and bench["output_tokens"] > engine["max_output_len"]:
+        msg = f"expected <= engine.max_output_len ({engine['max_output_len']}), got {bench['output_tokens']}"
+        raise where.child("output_tokens").error(msg)
+    if kind == "encoder" and bench["batch_size"] > blocks["triton"]["max_batch_size"]:
+        msg = f"expected <= triton.max_batch_size ({blocks['triton']['max_batch_size']}), got {bench['batch_size']}"
+        raise where.child("batch_size").error(msg)
+
+
 def check_blocks(data: dict[str, Any], kind: str, family: str, where: Where) -> dict[str, dict[str, Any]]:
     """Every block of ``kind`` validated, defaults filled, cross-checked."""
     for key, why in NOT_FOR[kind].items():
@@ -263,6 +318,7 @@ def check_blocks(data: dict[str, Any], kind: str, family: str, where: Where) -> 
     else:
         _check_llm(blocks, family, where)
     _check_triton(blocks["triton"], blocks["engine"], where.child("triton"))
+    _check_bench(blocks, kind, data.get("bench"), where.child("bench"))
     return blocks
 
 
@@ -305,6 +361,21 @@ def check_limits(spec: ModelSpec, hf_config: Mapping[str, Any] | None) -> None:
     if isinstance(limit, int) and isinstance(seq, int) and seq > limit:
         where = Where(str(spec.file), "engine.max_seq_len")
         raise where.error(f"expected <= {limit} (max_position_embeddings of the checkpoint), got {seq}")
+
+
+def prompts_file(spec: ModelSpec) -> Path | None:
+    """``bench.prompts`` resolved against the model file's folder (None: synthetic prompts)."""
+    written = spec.block("bench").get("prompts")
+    if written is None:
+        return None
+    path = Path(written)
+    return path if path.is_absolute() else spec.file.parent / path
+
+
+def check_prompts(spec: ModelSpec) -> None:
+    path = prompts_file(spec)
+    if path is not None and not path.is_file():
+        raise Where(str(spec.file), "bench.prompts").error(f"no such file: {path} (one prompt per line; relative to the model file)")
 
 
 # ---- file ----------------------------------------------------------------------------------
@@ -375,6 +446,7 @@ def load_model(path: Path, shown: str | None = None) -> ModelSpec:
     blocks = check_blocks(data, kind, family, where)
     spec = ModelSpec(name, kind, family, Path(shown), source, blocks, frozenset(map(str, data)))
     check_limits(spec, _checkpoint_config(source, path))
+    check_prompts(spec)
     return spec
 
 

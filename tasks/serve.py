@@ -44,6 +44,10 @@ def serve(model: str, target: str, address: str, ports: dict[str, str]) -> TaskF
         server.start()
     except UserError as exc:
         return TaskFailed(str(exc))
+    except KeyboardInterrupt:
+        # Ctrl-C before "ready" (start() has already stopped what it started) is a stop like any other.
+        log.info("serve: interrupted while starting; stopped")
+        return None
     log.info(
         "serve: %s ready - HTTP %s, gRPC %s, metrics %s:%d (Ctrl-C stops)",
         model,
@@ -68,7 +72,7 @@ def serve_tasks(graph: Graph, address: str, ports: dict[str, str]) -> list[dict[
             "name": spec.name,
             "doc": f"run Triton on repos/{spec.name} (vars: address, http_port, grpc_port, metrics_port)",
             "actions": [(serve, [spec.name, graph.target.name, address, ports])],
-            "task_dep": [graph.last_stage(spec.name).task_name],
+            "task_dep": [graph.stage_of("repo", spec.name).task_name],
             "uptodate": [False],
             "verbosity": 2,
         }

@@ -11,6 +11,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
+import shutil
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -65,6 +67,8 @@ class Stage:
     target: str = "any"
     meta_dir: Path | None = None
     log_dir: Path = Path("build/logs")
+    # Files of the output also kept at a stable place outside build/ (results/<m>/...).
+    published: Mapping[str, Path] = field(default_factory=dict)
 
     @property
     def task_name(self) -> str:
@@ -130,12 +134,29 @@ class OutputCheck:
         self.reason = ""
 
     def __call__(self) -> bool:
-        problem = manifest.verify(manifest.load(self.stage.meta), self.stage.out_dir)
+        problem = output_problem(self.stage)
         self.reason = problem or ""
         return problem is None
 
     def __str__(self) -> str:
         return f"output of {self.stage.task_name} is not intact: {self.reason}"
+
+
+def output_problem(stage: Stage) -> str | None:
+    """Why the published output (and its copies outside build/) no longer matches the manifest."""
+    content = manifest.load(stage.meta)
+    problem = manifest.verify(content, stage.out_dir)
+    if problem is not None or content is None:
+        return problem
+    for rel, dest in stage.published.items():
+        entry = content.files.get(rel)
+        try:
+            st = dest.stat()
+        except OSError:
+            return f"{dest} is missing"
+        if entry is None or st.st_size != entry[0] or hashing.cache().digest(dest, st) != entry[1]:
+            return f"{dest} was modified"
+    return None
 
 
 def input_paths(stage: Stage) -> list[Path]:
@@ -160,7 +181,7 @@ def to_task(stage: Stage) -> dict[str, Any]:
         "doc": stage.doc,
         "actions": [(run_stage, [stage])],
         "file_dep": [p.as_posix() for p in input_paths(stage)],
-        "targets": [stage.manifest_path.as_posix()],
+        "targets": [stage.manifest_path.as_posix(), *(p.as_posix() for p in stage.published.values())],
         "uptodate": [ParamsCheck(stage.params), OutputCheck(stage)],
         "verbosity": 2,
     }
@@ -170,6 +191,7 @@ def run_stage(stage: Stage) -> TaskFailed | None:
     """Doit action: build the stage unless its published output already matches the key."""
     try:
         lock.hold()
+        lock.raise_if_interrupted()
         _build(stage)
     except UserError as exc:
         return TaskFailed(str(exc))
@@ -183,6 +205,15 @@ def _reusable(stage: Stage, key: str) -> bool:
     return manifest.verify(manifest.load(stage.meta), stage.out_dir) is None
 
 
+def _copy_published(stage: Stage) -> None:
+    # Copies, not hardlinks: a results file opened and edited in place must not alter build/.
+    for rel, dest in stage.published.items():
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
+        shutil.copyfile(stage.out_dir / rel, tmp)
+        tmp.replace(dest)
+
+
 def _build(stage: Stage) -> None:
     # Input digests are taken before the action and checked after it: an input edited
     # while the stage runs must not be recorded as the one it was built from.
@@ -190,6 +221,8 @@ def _build(stage: Stage) -> None:
     key = action_key(stage, inputs)
     if _reusable(stage, key):
         log.info("%s: output already built with these inputs and params; reused", stage.task_name)
+        with lock.uninterrupted():
+            _copy_published(stage)
         return
     work = fsops.tmp_sibling(stage.out_dir)
     started = time.monotonic()
@@ -200,6 +233,7 @@ def _build(stage: Stage) -> None:
             work.mkdir(parents=True)
         ctx = StageContext(stage, work, {role: dep.out_dir for role, dep in stage.deps.items()})
         stage.action(ctx)
+        lock.raise_if_interrupted()
         if input_digests(stage) != inputs:
             raise UserError(stage.task_name, "an input changed while this stage ran; run doit again")
         with lock.uninterrupted():
@@ -247,4 +281,5 @@ def _publish(stage: Stage, ctx: StageContext, facts: dict[str, Any]) -> None:
         fsops.write_json_atomic(stage.meta / manifest.RECORD, record)
     if old is not None:
         fsops.remove_tree(old)
+    _copy_published(stage)
     log.info("%s: built in %.1f s (%d files)", stage.task_name, facts["seconds"], len(files))

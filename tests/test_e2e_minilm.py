@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import re
 import signal
 import subprocess
 import time
@@ -14,6 +16,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 
+from tasks import metrics
 from tasks.launcher import TritonServer, live_stub_pids, pick_free_ports
 from tests.helpers import copy_project, doit_argv, doit_env, run_doit
 
@@ -46,12 +49,33 @@ def reference_embeddings(texts: list[str]) -> np.ndarray[Any, Any]:
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = copy_project(tmp_path_factory.mktemp("minilm"))
+    # The shipped bench settings, with shorter windows and a wider band so the suite stays quick.
+    yaml_path = root / "models/minilm.yaml"
+    text = yaml_path.read_text()
+    assert "bench:\n  concurrency: [1, 4, 8]\n" in text
+    text = re.sub(r"(?m)^  measurement_interval_ms: \d+", "  measurement_interval_ms: 300", text)
+    text = re.sub(r"(?m)^  max_trials: \d+", "  max_trials: 4", text)
+    yaml_path.write_text(text + "  stability_percentage: 50\n")
     started = time.monotonic()
     result = run_doit(root, "build:minilm", "target=cpu")
     print(f"cold doit build:minilm: {time.monotonic() - started:.1f} s")
     assert result.rc == 0, result.stdout + result.stderr
-    assert result.executed == {"fetch:minilm", "export:minilm", "engine:minilm", "config:minilm", "repo:minilm"}
+    assert result.executed == {"fetch:minilm", "export:minilm", "engine:minilm", "config:minilm", "repo:minilm", "bench:minilm"}
     return root
+
+
+def test_benchmark_csv_covers_the_configured_levels(project: Path) -> None:
+    with (project / "results/minilm/minilm.csv").open(encoding="utf-8", newline="") as handle:
+        reader = csv.DictReader(handle)
+        rows = list(reader)
+    assert reader.fieldnames == list(metrics.PA_COLUMNS)
+    assert [int(r["Concurrency"]) for r in rows] == [1, 4, 8]
+    for row in rows:
+        assert all(value != "" for value in row.values()), row
+        assert float(row["Inferences/Second"]) > 0
+        latencies = [float(row[f"p{p} latency"]) for p in (50, 90, 95, 99)]
+        assert latencies == sorted(latencies)
+    assert (project / "results/minilm/minilm.png").stat().st_size > 0
 
 
 def test_triton_embeddings_equal_the_hf_model(project: Path) -> None:
@@ -109,3 +133,22 @@ def _ready(port: int) -> bool:
             return bool(reply.status == 200)
     except OSError:
         return False
+
+
+def test_ctrl_c_while_the_server_starts_is_a_clean_stop(project: Path) -> None:
+    ports = pick_free_ports()
+    log = project / "build/minilm/logs/serve-tritonserver.log"
+    launches = log.read_text().count("launcher:") if log.exists() else 0
+    args = ["serve:minilm", "target=cpu", f"http_port={ports.http}", f"grpc_port={ports.grpc}", f"metrics_port={ports.metrics}"]
+    proc = subprocess.Popen(doit_argv(*args), cwd=project, env=doit_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not (log.exists() and log.read_text().count("launcher:") > launches):
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)  # the server is loading its models, not ready yet
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, out + err
+    assert "serve: interrupted while starting; stopped" in err
+    assert "Traceback" not in err
+    assert not _ready(ports.http)

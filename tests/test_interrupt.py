@@ -40,7 +40,7 @@ def test_sigterm_saves_finished_stages_and_leaves_no_partial_output(tiny_bert: P
     wait_for_export_in_flight(project, proc)
     proc.send_signal(signal.SIGTERM)
     killed = finish(proc)
-    assert killed.rc != 0
+    assert killed.rc != 0, killed.stdout + killed.stderr
     assert "fetch:tiny" in killed.executed
     assert not (project / "build/tiny/export").exists()
     assert not list((project / "build/tiny").glob(".export.tmp-*"))

@@ -62,6 +62,41 @@ CASES = [
         "export:\n  opset: 18\nbench:\n  concurrency: [0]",
         f"{F}: bench.concurrency.0: expected an integer >= 1, got 0",
     ),
+    (
+        "export:\n  opset: 18",
+        "export:\n  opset: 18\nbench:\n  concurrency: [1, 4, 1]",
+        f"{F}: bench.concurrency: expected each value once, got [1, 4, 1]",
+    ),
+    (
+        "export:\n  opset: 18",
+        "export:\n  opset: 18\nbench:\n  input_tokens: 33",
+        f"{F}: bench.input_tokens: expected <= engine.max_seq_len (32), got 33",
+    ),
+    (
+        "export:\n  opset: 18",
+        "export:\n  opset: 18\nbench:\n  batch_size: 9",
+        f"{F}: bench.batch_size: expected <= triton.max_batch_size (8), got 9",
+    ),
+    (
+        "export:\n  opset: 18",
+        "export:\n  opset: 18\nbench:\n  tool: genai-perf",
+        f"{F}: bench.tool: expected one of builtin, perf_analyzer, got 'genai-perf'",
+    ),
+    (
+        "export:\n  opset: 18",
+        "export:\n  opset: 18\nbench:\n  output_tokens: 8",
+        f"{F}: bench.output_tokens: unknown key (known: concurrency, tool,",
+    ),
+    (
+        "export:\n  opset: 18",
+        "export:\n  opset: 18\nbench:\n  prompts: prompts.txt",
+        f"{F}: bench.prompts: no such file: models/prompts.txt (one prompt per line; relative to the model file)",
+    ),
+    (
+        "export:\n  opset: 18",
+        "export:\n  opset: 18\nbench:\n  stability_percentage: 0",
+        f"{F}: bench.stability_percentage: expected a number > 0, got 0",
+    ),
     ("export:\n  opset: 18", "export:\n  opset: 18\nservers: 2", f"{F}: servers: unknown key (known: name, kind, family"),
     ("name: tiny", "name: tiny\nname: tiny", f"{F}: line 2: not valid YAML: duplicate key 'name'"),
     ("engine:\n  max_batch_size: 8", "engine:\n  max_batch_size: [8", f"{F}: line "),
@@ -163,6 +198,26 @@ LLM_CASES = [
         f"{T5}: triton.decoupled: expected true or false",
     ),
     ("convert:\n", "export:\n  opset: 18\nconvert:\n", f"{T5}: export: LLM checkpoints are converted (convert:), not exported to ONNX"),
+    (
+        "triton:\n  max_batch_size: 8",
+        "triton:\n  max_batch_size: 8\nbench:\n  output_tokens: 17",
+        f"{T5}: bench.output_tokens: expected <= engine.max_output_len (16), got 17",
+    ),
+    (
+        "triton:\n  max_batch_size: 8",
+        "triton:\n  max_batch_size: 8\nbench:\n  input_tokens: 65",
+        f"{T5}: bench.input_tokens: expected <= engine.max_input_len (64), got 65",
+    ),
+    (
+        "triton:\n  max_batch_size: 8",
+        "triton:\n  max_batch_size: 8\nbench:\n  model: tensorrt_llm",
+        f"{T5}: bench.model: expected one of ensemble, tensorrt_llm_bls, got 'tensorrt_llm'",
+    ),
+    (
+        "triton:\n  max_batch_size: 8",
+        "triton:\n  max_batch_size: 8\nbench:\n  batch_size: 2",
+        f"{T5}: bench.batch_size: unknown key (known: concurrency, tool,",
+    ),
 ]
 
 
