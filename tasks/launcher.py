@@ -42,6 +42,7 @@ from http import HTTPStatus
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Self
 
+from tasks import lock
 from tasks.errors import UserError
 
 if TYPE_CHECKING:
@@ -624,6 +625,7 @@ class TritonServer:
                 msg = f"not ready after {self.startup_timeout_s:g} s"
                 tail = self._log_tail()
                 raise ServerError(msg, log_path=self.log_path, log_tail=tail)
+            lock.raise_if_interrupted()
             time.sleep(_POLL_S)
 
     def _raise_exited(self, proc: subprocess.Popen[bytes]) -> None:
@@ -691,6 +693,10 @@ class TritonServer:
                 log.debug("removed leftover %s", path)
 
     # -- wait and context manager
+
+    def exited(self) -> bool:
+        """True once the server process has ended (or was never started)."""
+        return self._proc is None or _exit_status(self._proc.pid) is not None
 
     def wait(self) -> int:
         """Block until the server exits by itself, clean up, return its exit code.

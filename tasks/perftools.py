@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from tasks import metrics
+from tasks import lock, metrics
 from tasks.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -366,11 +366,13 @@ def _exit_status(pid: int) -> int | None:
     return info.si_status if info.si_code == os.CLD_EXITED else -info.si_status
 
 
-def _wait_exit(pid: int, timeout_s: float) -> int | None:
+def _wait_exit(pid: int, timeout_s: float, *, interruptible: bool = False) -> int | None:
     deadline = time.monotonic() + timeout_s
     while (status := _exit_status(pid)) is None:
         if time.monotonic() >= deadline:
             return None
+        if interruptible:
+            lock.raise_if_interrupted()
         time.sleep(_POLL_S)
     return status
 
@@ -457,7 +459,7 @@ def run_tool(tool: str, argv: list[str], run: ToolRun, *, env: Mapping[str, str]
     log.debug("running %s", argv)
     proc, offset = _launch(tool, argv, run, env)
     try:
-        status = _wait_exit(proc.pid, timeout_s)
+        status = _wait_exit(proc.pid, timeout_s, interruptible=True)
     finally:
         _end_group(proc)
     where = f"at concurrency {run.concurrency} (log: {run.log_path})"

@@ -8,6 +8,7 @@ the project lock is then released so other builds can run while the server is up
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from doit.exceptions import TaskFailed
@@ -18,6 +19,7 @@ from tasks.graph import BUILD, REPOS, Graph
 
 log = logging.getLogger(__name__)
 
+_POLL_S = 0.2
 DEFAULT_PORTS = {"http_port": 8000, "grpc_port": 8001, "metrics_port": 8002}
 
 
@@ -33,7 +35,6 @@ def serve(model: str, target: str, address: str, ports: dict[str, str]) -> TaskF
 
     try:
         numbers = {name: parse_port(name, value) for name, value in ports.items()}
-        lock.release()
         server = TritonServer(
             REPOS / model,
             target,
@@ -41,11 +42,17 @@ def serve(model: str, target: str, address: str, ports: dict[str, str]) -> TaskF
             ports=Ports(numbers["http_port"], numbers["grpc_port"], numbers["metrics_port"]),
             address=address,
         )
+    except UserError as exc:
+        return TaskFailed(str(exc))
+    lock.release()
+    try:
         server.start()
+        lock.raise_if_interrupted()
     except UserError as exc:
         return TaskFailed(str(exc))
     except KeyboardInterrupt:
-        # Ctrl-C before "ready" (start() has already stopped what it started) is a stop like any other.
+        # Ctrl-C before "ready" is a stop like any other.
+        server.stop()
         log.info("serve: interrupted while starting; stopped")
         return None
     log.info(
@@ -57,7 +64,12 @@ def serve(model: str, target: str, address: str, ports: dict[str, str]) -> TaskF
         numbers["metrics_port"],
     )
     try:
-        code = server.wait()
+        # Polled, not a blocking wait: a Ctrl-C whose KeyboardInterrupt Python dropped
+        # (see lock.raise_if_interrupted) must still stop the server.
+        while not server.exited():
+            time.sleep(_POLL_S)
+            lock.raise_if_interrupted()
+        code = server.stop()
     except KeyboardInterrupt:
         log.info("serve: stopping")
         code = server.stop()

@@ -137,3 +137,13 @@ def build_tiny_bert(folder: Path) -> Path:
     BertModel(config).eval().save_pretrained(folder)  # type: ignore[no-untyped-call]
     fast.save_pretrained(folder)
     return folder
+
+
+def communicate_or_kill(proc: subprocess.Popen[str], timeout: float) -> tuple[str, str]:
+    """``proc.communicate`` that kills the process if it overruns, so a failing test leaves nothing running."""
+    try:
+        return proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise

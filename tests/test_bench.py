@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from tasks import metrics
-from tests.helpers import FAKES, TINY_YAML, DoitRun, copy_project, doit_argv, doit_env, read_json, run_doit
+from tests.helpers import FAKES, TINY_YAML, DoitRun, communicate_or_kill, copy_project, doit_argv, doit_env, read_json, run_doit
 from tests.t5_fixtures import build_tiny_t5
 
 BENCH = """\
@@ -233,15 +233,17 @@ def test_ctrl_c_during_measurement_stops_everything(project: Path) -> None:
     )
     log = project / "build/tiny/logs/bench-tritonserver.log"
     start = log.stat().st_size if log.exists() else 0
-    deadline = time.monotonic() + 120
-    # Ready, warmed up and measuring: the server has logged its start and requests are flowing.
-    while not (log.exists() and "Started GRPCInferenceService" in log.read_text(errors="replace")[start:]):
-        assert proc.poll() is None, proc.communicate()
-        assert time.monotonic() < deadline
-        time.sleep(0.1)
-    time.sleep(2.0)
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=120)
+    try:
+        deadline = time.monotonic() + 120
+        # Ready, warmed up and measuring: the server has logged its start and requests are flowing.
+        while not (log.exists() and "Started GRPCInferenceService" in log.read_text(errors="replace")[start:]):
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        time.sleep(2.0)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, err = communicate_or_kill(proc, 120)
     assert proc.returncode != 0, out + err
     assert processes_in(project) == []
     assert not list((project / "build/tiny").glob(".bench.tmp-*"))

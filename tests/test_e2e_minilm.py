@@ -18,7 +18,7 @@ import tritonclient.http as httpclient
 
 from tasks import metrics
 from tasks.launcher import TritonServer, live_stub_pids, pick_free_ports
-from tests.helpers import copy_project, doit_argv, doit_env, run_doit
+from tests.helpers import communicate_or_kill, copy_project, doit_argv, doit_env, run_doit
 
 SENTENCES = [
     "A man is eating food.",
@@ -120,7 +120,7 @@ def test_serve_runs_until_ctrl_c_and_leaves_no_process(project: Path) -> None:
         client.close()
     finally:
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=60)
+        out, err = communicate_or_kill(proc, 60)
     assert proc.returncode == 0, out + err
     assert "serve: stopped" in err
     assert set(live_stub_pids()) <= stubs_before
@@ -141,13 +141,15 @@ def test_ctrl_c_while_the_server_starts_is_a_clean_stop(project: Path) -> None:
     launches = log.read_text().count("launcher:") if log.exists() else 0
     args = ["serve:minilm", "target=cpu", f"http_port={ports.http}", f"grpc_port={ports.grpc}", f"metrics_port={ports.metrics}"]
     proc = subprocess.Popen(doit_argv(*args), cwd=project, env=doit_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 60
-    while not (log.exists() and log.read_text().count("launcher:") > launches):
-        assert proc.poll() is None, proc.communicate()
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGINT)  # the server is loading its models, not ready yet
-    out, err = proc.communicate(timeout=60)
+    try:
+        deadline = time.monotonic() + 60
+        while not (log.exists() and log.read_text().count("launcher:") > launches):
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+    finally:
+        proc.send_signal(signal.SIGINT)  # the server is loading its models, not ready yet
+        out, err = communicate_or_kill(proc, 60)
     assert proc.returncode == 0, out + err
     assert "serve: interrupted while starting; stopped" in err
     assert "Traceback" not in err
