@@ -449,14 +449,14 @@ def test_ctrl_c_kills_the_tool_and_propagates(tmp_path: Path, monkeypatch: pytes
     monkeypatch.setenv("FAKE_TOOL_HANG", "1")
     monkeypatch.setenv("FAKE_TOOL_PIDS", str(pids_file))
 
-    def interrupted(pid: int, timeout_s: float) -> int | None:  # noqa: ARG001
+    def interrupted(pid: int, timeout_s: float, **_: bool) -> int | None:  # noqa: ARG001
         read_pids(pids_file)
         raise KeyboardInterrupt
 
-    waits: list[Callable[[int, float], int | None]] = [interrupted, perftools._wait_exit]
+    waits: list[Callable[..., int | None]] = [interrupted, perftools._wait_exit]
 
-    def first_interrupted(pid: int, timeout_s: float) -> int | None:
-        return waits.pop(0)(pid, timeout_s)
+    def first_interrupted(pid: int, timeout_s: float, **kwargs: bool) -> int | None:
+        return waits.pop(0)(pid, timeout_s, **kwargs)
 
     monkeypatch.setattr(perftools, "_wait_exit", first_interrupted)
     with pytest.raises(KeyboardInterrupt):
