@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ log = logging.getLogger(__name__)
 _AT_FDCWD = -100
 _RENAME_EXCHANGE = 2
 _TMP_MARK = ".tmp-"
+_RMTREE_ATTEMPTS = 5
 
 
 def tmp_sibling(path: Path) -> Path:
@@ -48,8 +50,18 @@ def remove_stale_tmp(path: Path) -> None:
 def remove_tree(path: Path) -> None:
     if path.is_symlink() or path.is_file():
         path.unlink()
-    elif path.exists():
-        shutil.rmtree(path)
+        return
+    # A library thread may still be closing a file in a work dir that an interrupt is
+    # tearing down ("Directory not empty"): try again briefly before giving up.
+    for attempt in range(_RMTREE_ATTEMPTS):
+        if not path.exists():
+            return
+        try:
+            shutil.rmtree(path)
+        except OSError:
+            if attempt == _RMTREE_ATTEMPTS - 1:
+                raise
+            time.sleep(0.1)
 
 
 def _exchange(a: Path, b: Path) -> bool:
