@@ -94,11 +94,12 @@ class ModelGraph:
         doc = f"Triton repository repos/{m}"
         return self.stage("repo", params, repo.action, doc, deps=deps, target=self.target, out_dir=REPOS / m, meta_dir=BUILD / m / "repo")
 
-    def bench(self, published: Stage, tools: Mapping[str, str]) -> Stage | None:
+    def bench(self, published: Stage, trt_tools: Mapping[str, str]) -> Stage | None:
         """Only models whose file has a ``bench:`` block are benchmarked."""
         spec = self.spec
         if "bench" not in spec.written:
             return None
+        tools = trt_tools if self.target == "trt" else toolchain.package_versions(*bench.CPU_TOOLCHAIN)
         params = {
             "bench": spec.block("bench"),
             # Recorded with the results, so a result always names the flags of the engine it measured.
@@ -132,7 +133,7 @@ def encoder_stages(model: ModelGraph) -> None:
     )  # fmt: skip
     configured = model.config(fetched, {"triton": spec.block("triton"), "engine": {"max_seq_len": spec.block("engine")["max_seq_len"]}})
     published = model.repo(configured, built, fetched)
-    model.bench(published, tools if target == "trt" else toolchain.package_versions(*bench.CPU_TOOLCHAIN))
+    model.bench(published, tools)
 
 
 def llm_stages(model: ModelGraph) -> None:
@@ -155,7 +156,7 @@ def llm_stages(model: ModelGraph) -> None:
         params["repo_dir"] = str((REPOS / spec.name).resolve())
     configured = model.config(fetched, params)
     published = model.repo(configured, built, fetched)
-    model.bench(published, tools if target == "trt" else toolchain.package_versions(*bench.CPU_TOOLCHAIN))
+    model.bench(published, tools)
 
 
 BUILDERS: dict[str, Callable[[ModelGraph], None]] = {"encoder": encoder_stages, "llm": llm_stages}

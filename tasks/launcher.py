@@ -354,6 +354,11 @@ def live_stub_pids() -> list[int]:
     return sorted(pid for pid in _pids() if _alive(pid) and _is_stub(pid))
 
 
+def group_pids(group: int) -> list[int]:
+    """Live (non-zombie) processes whose process group is *group*."""
+    return [pid for pid in _pids() if (stat := _proc_stat(pid)) is not None and stat.pgrp == group and stat.state != "Z"]
+
+
 def _group_stub_pids(group: int) -> list[int]:
     return [pid for pid in live_stub_pids() if (stat := _proc_stat(pid)) is not None and group in (stat.pgrp, stat.session)]
 
@@ -370,7 +375,7 @@ def _mapped_paths() -> set[str]:
     return mapped
 
 
-def _exit_status(pid: int) -> int | None:
+def exit_status(pid: int) -> int | None:
     """Return the exit code of child *pid* (-signal if killed), None while it runs.
 
     WNOWAIT leaves the zombie in place: while it exists, its pid and so its process
@@ -387,7 +392,7 @@ def _exit_status(pid: int) -> int | None:
 
 def _wait_exited(pid: int, timeout_s: float) -> bool:
     deadline = time.monotonic() + timeout_s
-    while _exit_status(pid) is None:
+    while exit_status(pid) is None:
         if time.monotonic() >= deadline:
             return False
         time.sleep(0.05)
@@ -617,9 +622,9 @@ class TritonServer:
         ]
         deadline = time.monotonic() + self.startup_timeout_s
         while True:
-            if _exit_status(proc.pid) is not None:
+            if exit_status(proc.pid) is not None:
                 self._raise_exited(proc)
-            if all(_ready(url) for url in urls) and _exit_status(proc.pid) is None:
+            if all(_ready(url) for url in urls) and exit_status(proc.pid) is None:
                 return
             if time.monotonic() >= deadline:
                 msg = f"not ready after {self.startup_timeout_s:g} s"
@@ -632,7 +637,7 @@ class TritonServer:
         clash = _IN_USE.search(_read_from(self.log_path, self._log_offset))
         if clash is not None:
             raise _PortClashError(int(clash.group(1)), self._log_tail())
-        msg = f"exited with code {_exit_status(proc.pid)} before becoming ready"
+        msg = f"exited with code {exit_status(proc.pid)} before becoming ready"
         raise ServerError(msg, log_path=self.log_path, log_tail=self._log_tail())
 
     def _log_tail(self) -> str:
@@ -667,7 +672,7 @@ class TritonServer:
         log.info("tritonserver exited with code %s", self._exit_code)
 
     def _terminate(self, proc: subprocess.Popen[bytes]) -> None:
-        if _exit_status(proc.pid) is None:
+        if exit_status(proc.pid) is None:
             # SIGINT is Triton's graceful shutdown: drain, unload models, exit.
             with contextlib.suppress(ProcessLookupError):
                 os.kill(proc.pid, signal.SIGINT)
@@ -696,7 +701,7 @@ class TritonServer:
 
     def exited(self) -> bool:
         """True once the server process has ended (or was never started)."""
-        return self._proc is None or _exit_status(self._proc.pid) is not None
+        return self._proc is None or exit_status(self._proc.pid) is not None
 
     def wait(self) -> int:
         """Block until the server exits by itself, clean up, return its exit code.

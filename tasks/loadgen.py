@@ -18,7 +18,7 @@ import struct
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Self
 
 import grpc
@@ -245,7 +245,6 @@ class Level:
     after: serverstats.Snapshot
     windows: int
     stable: bool
-    window_throughputs: list[float] = field(default_factory=list)
 
 
 def _window_metrics(samples: Sequence[Sample], a: Mark, b: Mark) -> tuple[float, float]:
@@ -347,7 +346,7 @@ def measure(client: Client, concurrency: int, settings: Settings, prompts: int) 
         waited = (last.ns - marks[0].ns) / 1e9
         raise UserError("bench", f"no request to {client.model} completed in {waited:.1f} s at concurrency {concurrency}")
     stable = is_stable(windows, settings.stability_percentage)
-    return Level(concurrency, samples, last.ns - first.ns, first.stats, last.stats, len(windows), stable, [w[0] for w in windows])
+    return Level(concurrency, samples, last.ns - first.ns, first.stats, last.stats, len(windows), stable)
 
 
 def warm_up(client: Client, requests: int) -> None:

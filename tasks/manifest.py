@@ -68,18 +68,25 @@ def load(meta_dir: Path) -> Manifest | None:
     return Manifest.from_json(read_json(meta_dir / MANIFEST))
 
 
+def file_problem(path: Path, entry: tuple[int, str]) -> str | None:
+    """Why ``path`` no longer has the size and sha256 of ``entry``, or None."""
+    try:
+        st = path.stat()
+    except OSError:
+        return f"{path} is missing"
+    if st.st_size != entry[0] or hashing.cache().digest(path, st) != entry[1]:
+        return f"{path} was modified"
+    return None
+
+
 def verify(manifest: Manifest | None, out_dir: Path) -> str | None:
     """Why ``out_dir`` no longer matches its manifest, or None when it does."""
     if manifest is None:
         return "no manifest"
-    for rel, (size, sha) in manifest.files.items():
-        path = out_dir / rel
-        try:
-            st = path.stat()
-        except OSError:
-            return f"{path} is missing"
-        if st.st_size != size or hashing.cache().digest(path, st) != sha:
-            return f"{path} was modified"
+    for rel, entry in manifest.files.items():
+        problem = file_problem(out_dir / rel, entry)
+        if problem is not None:
+            return problem
     for rel in manifest.dirs:
         if not (out_dir / rel).is_dir():
             return f"{out_dir / rel}/ is missing"

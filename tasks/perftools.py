@@ -30,8 +30,9 @@ from typing import Any
 
 import numpy as np
 
-from tasks import lock, metrics
+from tasks import lock, metrics, workload
 from tasks.errors import UserError
+from tasks.launcher import exit_status, group_pids
 
 log = logging.getLogger(__name__)
 
@@ -116,13 +117,7 @@ def write_input_data(path: Path, requests: Sequence[Mapping[str, np.ndarray[Any,
 
 def write_genai_prompts(source: Path, dest: Path) -> int:
     """Turn a one-prompt-per-line text file into genai-perf's JSONL input file; return the prompt count."""
-    try:
-        lines = source.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserError("bench.prompts", f"cannot read {source}: {exc}") from None
-    prompts = [line.strip() for line in lines if line.strip()]
-    if not prompts:
-        raise UserError("bench.prompts", f"{source} holds no prompt (one per line expected)")
+    prompts = workload.read_prompts(source, "")
     dest.write_text("".join(json.dumps({"text": text}) + "\n" for text in prompts), encoding="utf-8")
     return len(prompts)
 
@@ -354,44 +349,15 @@ def parse_genai_perf_csv(text: str) -> metrics.Row:
 # ------------------------------------------------------------------------ processes
 
 
-def _exit_status(pid: int) -> int | None:
-    """Exit code of child *pid* (-signal when killed), None while it runs.
-
-    WNOWAIT keeps the exited child as a zombie: its pid, which is also the group id, cannot be
-    reused until it is reaped, so signalling the group afterwards cannot hit a stranger.
-    """
-    info = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
-    if info is None:
-        return None
-    return info.si_status if info.si_code == os.CLD_EXITED else -info.si_status
-
-
 def _wait_exit(pid: int, timeout_s: float, *, interruptible: bool = False) -> int | None:
     deadline = time.monotonic() + timeout_s
-    while (status := _exit_status(pid)) is None:
+    while (status := exit_status(pid)) is None:
         if time.monotonic() >= deadline:
             return None
         if interruptible:
             lock.raise_if_interrupted()
         time.sleep(_POLL_S)
     return status
-
-
-def _group_members(pgid: int) -> list[int]:
-    """Live (non-zombie) processes of process group *pgid*."""
-    members = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        # comm may hold spaces and parentheses: the fixed fields follow the last ')'.
-        fields = stat.rpartition(")")[2].split()
-        if fields[0] != "Z" and int(fields[2]) == pgid:
-            members.append(int(entry.name))
-    return members
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:
@@ -401,13 +367,13 @@ def _signal_group(pgid: int, sig: signal.Signals) -> None:
 
 def _end_group(proc: subprocess.Popen[bytes]) -> None:
     """Stop the tool and everything it started, then reap it."""
-    if _exit_status(proc.pid) is None:
+    if exit_status(proc.pid) is None:
         _signal_group(proc.pid, signal.SIGTERM)
         _wait_exit(proc.pid, _TERM_GRACE_S)
     # The leader is a zombie or still running here, so the group id is still the tool's.
     _signal_group(proc.pid, signal.SIGKILL)
     deadline = time.monotonic() + _KILL_WAIT_S
-    while (left := _group_members(proc.pid)) and time.monotonic() < deadline:
+    while (left := group_pids(proc.pid)) and time.monotonic() < deadline:
         time.sleep(_POLL_S)
     if left:
         log.warning("processes %s of %s survived SIGKILL", left, proc.args)

@@ -8,7 +8,7 @@ its queue and compute times are the sums of theirs (the ensemble itself only sch
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 
 from tasks.metrics import ServerTimes
 
@@ -26,13 +26,13 @@ class Counters:
     compute_output_ns: int
 
     def minus(self, other: Counters) -> Counters:
-        return Counters(
-            self.success - other.success,
-            self.queue_ns - other.queue_ns,
-            self.compute_input_ns - other.compute_input_ns,
-            self.compute_infer_ns - other.compute_infer_ns,
-            self.compute_output_ns - other.compute_output_ns,
-        )
+        return self._combine(other, -1)
+
+    def plus(self, other: Counters) -> Counters:
+        return self._combine(other, 1)
+
+    def _combine(self, other: Counters, sign: int) -> Counters:
+        return Counters(*(a + sign * b for a, b in zip(astuple(self), astuple(other), strict=True)))
 
 
 Snapshot = Mapping[str, Counters]
@@ -51,14 +51,7 @@ def snapshot_from_proto(response: object) -> dict[str, Counters]:
             int(inf.compute_infer.ns),
             int(inf.compute_output.ns),
         )
-        previous = out.get(stats.name, _ZERO)
-        out[stats.name] = Counters(
-            previous.success + counters.success,
-            previous.queue_ns + counters.queue_ns,
-            previous.compute_input_ns + counters.compute_input_ns,
-            previous.compute_infer_ns + counters.compute_infer_ns,
-            previous.compute_output_ns + counters.compute_output_ns,
-        )
+        out[stats.name] = out.get(stats.name, _ZERO).plus(counters)
     return out
 
 

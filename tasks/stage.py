@@ -150,12 +150,9 @@ def output_problem(stage: Stage) -> str | None:
         return problem
     for rel, dest in stage.published.items():
         entry = content.files.get(rel)
-        try:
-            st = dest.stat()
-        except OSError:
-            return f"{dest} is missing"
-        if entry is None or st.st_size != entry[0] or hashing.cache().digest(dest, st) != entry[1]:
-            return f"{dest} was modified"
+        problem = f"{dest} was modified" if entry is None else manifest.file_problem(dest, entry)
+        if problem is not None:
+            return problem
     return None
 
 

@@ -66,6 +66,13 @@ def run_doit(project: Path, *args: str, env: dict[str, str] | None = None, timeo
     return DoitRun(done.returncode, done.stdout, done.stderr)
 
 
+def edit(path: Path, old: str, new: str) -> None:
+    """Replace the first ``old`` in a text file; the test fails if it is not there."""
+    text = path.read_text(encoding="utf-8")
+    assert old in text, f"{old!r} not in {path}"
+    path.write_text(text.replace(old, new, 1), encoding="utf-8")
+
+
 def read_json(path: Path) -> dict[str, object]:
     data = json.loads(path.read_text(encoding="utf-8"))
     assert isinstance(data, dict)

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from tasks import metrics
-from tests.helpers import FAKES, TINY_YAML, DoitRun, communicate_or_kill, copy_project, doit_argv, doit_env, read_json, run_doit
+from tests.helpers import FAKES, TINY_YAML, DoitRun, communicate_or_kill, copy_project, doit_argv, doit_env, edit, read_json, run_doit
 from tests.t5_fixtures import build_tiny_t5
 
 BENCH = """\
@@ -82,12 +82,6 @@ def default_ports_taken() -> Iterator[None]:
     finally:
         for sock in socks:
             sock.close()
-
-
-def edit(path: Path, old: str, new: str) -> None:
-    text = path.read_text(encoding="utf-8")
-    assert old in text, f"{old!r} not in {path}"
-    path.write_text(text.replace(old, new, 1), encoding="utf-8")
 
 
 def build(project: Path, *extra: str, env: dict[str, str] | None = None) -> DoitRun:

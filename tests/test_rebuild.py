@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import TINY_YAML, copy_project, doit_env, read_json, run_doit
+from tests.helpers import TINY_YAML, copy_project, doit_env, edit, read_json, run_doit
 
 ALL = {"fetch:tiny", "export:tiny", "engine:tiny", "config:tiny", "repo:tiny"}
 
@@ -30,12 +30,6 @@ def build(project: Path, *extra: str, env: dict[str, str] | None = None) -> set[
     result = run_doit(project, "build:tiny", "target=cpu", *extra, env=env)
     assert result.rc == 0, result.stdout + result.stderr
     return result.executed
-
-
-def edit(path: Path, old: str, new: str) -> None:
-    text = path.read_text(encoding="utf-8")
-    assert old in text, f"{old!r} not in {path}"
-    path.write_text(text.replace(old, new, 1), encoding="utf-8")
 
 
 def test_noop_runs_nothing(project: Path) -> None:
