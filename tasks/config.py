@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from tasks import layout
+from tasks import encoders, layout
 from tasks.errors import UserError
 from tasks.stage import StageContext
 
@@ -52,27 +52,58 @@ def parse(text: str, template: Path) -> Any:  # noqa: ANN401 - generated protobu
     return config
 
 
-def hidden_size(hf_dir: Path) -> int:
-    data = json.loads((hf_dir / "config.json").read_text(encoding="utf-8"))
-    size = data.get("hidden_size")
-    if not isinstance(size, int):
-        raise UserError(str(hf_dir / "config.json"), "no integer hidden_size: not an encoder checkpoint this stage knows")
-    return size
+def _maps(kind: str, names: list[str]) -> str:
+    return " ".join(f'{kind} {{ key: "{n}" value: "{n}" }}' for n in names)
+
+
+def output_size(hf_dir: Path, expected: int) -> tuple[int, int]:
+    """Height and width of the preprocessed image, as the checkpoint's preprocessor config says."""
+    path = hf_dir / layout.PREPROCESSOR_FILE
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise UserError(str(path), f"cannot read the image preprocessor config: {exc}") from None
+    key = "crop_size" if data.get("do_center_crop") else "size"
+    size = data.get(key)
+    size = {"height": size, "width": size} if isinstance(size, int) else size
+    if not isinstance(size, dict) or not isinstance(size.get("height"), int) or not isinstance(size.get("width"), int):
+        raise UserError(str(path), f"{key}: expected height and width (a fixed-size image for the encoder), got {data.get(key)!r}")
+    if (size["height"], size["width"]) != (expected, expected):
+        msg = f"{key} is {size['height']}x{size['width']} but the vision tower takes {expected}x{expected} images"
+        raise UserError(str(path), msg)
+    return size["height"], size["width"]
+
+
+def modality_values(family: str, hf_dir: Path, engine: Mapping[str, Any]) -> dict[str, object]:
+    """What differs between a text encoder (tokenizer in front) and an image encoder (preprocessing in front)."""
+    if encoders.family(family).modality == "image":
+        size = encoders.image_size(encoders.read_config(hf_dir))
+        height, width = output_size(hf_dir, size)
+        return {"modality": "image", "crop_height": height, "crop_width": width}
+    return {"modality": "text", "max_seq_len": engine["max_seq_len"]}
 
 
 def values(ctx: StageContext, models: list[layout.TritonModel]) -> dict[str, object]:
-    triton = ctx.params["triton"]
-    target = ctx.params["target"]
+    triton, params = ctx.params["triton"], ctx.params
+    signature = encoders.signature_of(params["family"], ctx.inputs["hf"])
+    names = [t.name for t in signature.inputs]
     return {
-        "name": ctx.params["name"],
+        "name": params["name"],
+        "front_model": models[1].name,
         "tokenizer_model": models[1].name,
+        "preprocess_model": models[1].name,
         "encoder_model": models[2].name,
         "max_batch_size": triton["max_batch_size"],
         "instance_count": triton["instance_count"],
         "max_queue_delay_us": triton["max_queue_delay_us"],
-        "max_seq_len": ctx.params["engine"]["max_seq_len"],
-        "hidden_size": hidden_size(ctx.inputs["hf"]),
-        "instance_kind": "KIND_GPU" if target == "trt" else "KIND_CPU",
+        "instance_kind": "KIND_GPU" if params["target"] == "trt" else "KIND_CPU",
+        "encoder_inputs": ",\n  ".join(t.pbtxt() for t in signature.inputs),
+        "encoder_outputs": ",\n  ".join(t.pbtxt() for t in signature.outputs),
+        "front_output_map": _maps("output_map", names),
+        "encoder_input_map": _maps("input_map", names),
+        "embedding_output": signature.embedding,
+        "embedding_size": signature.embedding_size,
+        **modality_values(params["family"], ctx.inputs["hf"], params["engine"]),
     }
 
 
@@ -105,8 +136,46 @@ def llm_values(ctx: StageContext) -> dict[str, object]:
 
 def action(ctx: StageContext) -> None:
     params = ctx.params
-    models = layout.triton_models(params["kind"], params["name"], params["target"], ctx.inputs["hf"])
+    if params["kind"] == "ensemble":
+        ensemble_action(ctx)
+        return
+    models = layout.triton_models(params["kind"], params["name"], params["target"], ctx.inputs["hf"], params.get("family", ""))
     filled = values(ctx, models) if params["kind"] == "encoder" else llm_values(ctx)
     for model in models:
         render_model(model, filled, ctx.out)
     log.info("config: %d Triton model configs filled and parsed", len(models))
+
+
+def member_embedding_size(config_file: Path) -> int:
+    """The ``embedding`` width a member's own ensemble declares (read from its filled config)."""
+    parsed = parse(config_file.read_text(encoding="utf-8"), config_file)
+    for output in parsed.output:
+        if output.name == "embedding":
+            return int(output.dims[-1])
+    raise UserError(str(config_file), "no output named embedding: not an encoder ensemble")
+
+
+def ensemble_values(ctx: StageContext) -> dict[str, object]:
+    params = ctx.params
+    inputs, outputs, routes = [], [], []
+    for role, member in params["members"].items():
+        size = member_embedding_size(ctx.inputs[role] / member / "config.pbtxt")
+        inputs.append(f'{{ name: "{role}" data_type: TYPE_STRING dims: [ 1 ] optional: true }}')
+        outputs.append(f'{{ name: "{role}_embedding" data_type: TYPE_FP32 dims: [ {size} ] }}')
+        routes.append(f'parameters {{ key: "{role}_model" value: {{ string_value: "{member}" }} }}')
+    return {
+        "name": params["name"],
+        "max_batch_size": params["triton"]["max_batch_size"],
+        "instance_count": params["triton"]["instance_count"],
+        "inputs": ",\n  ".join(inputs),
+        "outputs": ",\n  ".join(outputs),
+        "routes": "\n".join(routes),
+    }
+
+
+def ensemble_action(ctx: StageContext) -> None:
+    filled = ensemble_values(ctx)
+    models = layout.ensemble_models(ctx.params["name"])
+    for model in models:
+        render_model(model, filled, ctx.out)
+    log.info("config: %s over %s", ctx.params["name"], ", ".join(f"{r}: {m}" for r, m in ctx.params["members"].items()))

@@ -1,30 +1,36 @@
 """engine: the ONNX encoder built for the target.
 
-trt: ``trtexec`` builds ``model.plan`` with min/opt/max shapes from ``engine:``.
-cpu: onnxruntime's offline graph optimisation writes ``model.onnx``; its bytes do
-not depend on the batch or sequence limits, so editing those re-runs this stage
-and stops there (early cut-off).
+trt: ``trtexec`` builds ``model.plan`` with min/opt/max shapes from ``engine:`` and the
+export's signature (batch, and sequence for text; an image's 3 x H x W is fixed), with a
+persistent timing cache beside the stage (see ``timing_cache``).
+cpu: onnxruntime's offline graph optimisation writes ``model.onnx``; its bytes do not
+depend on the batch or sequence limits, so editing those re-runs this stage and stops
+there (early cut-off).
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import re
+import shutil
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from tasks import toolchain, trtexec
+from tasks import encoders, toolchain, trtexec
 from tasks.errors import UserError
-from tasks.export import INPUTS
 from tasks.stage import StageContext
 
 log = logging.getLogger(__name__)
 
-CODE_VERSION = "1"
+CODE_VERSION = "2"
 CPU_TOOLCHAIN = ("onnxruntime",)
-_TRT_ONLY = ("opt_batch_size", "opt_seq_len", "precision", "workspace_mb", "flags", "extra_args")
+_TRT_ONLY = ("opt_batch_size", "opt_seq_len", "precision", "calibration_cache", "workspace_mb", "flags", "extra_args")
 _TAIL = 20
+TIMING_CACHE_DIR = "timing-cache"
 
 
 def trt_fingerprint() -> dict[str, str]:
@@ -34,19 +40,29 @@ def trt_fingerprint() -> dict[str, str]:
     return {"tensorrt": version, **toolchain.gpu()}
 
 
-def trtexec_argv(binary: Path, onnx: Path, plan: Path, engine: Mapping[str, Any], table: trtexec.FlagTable) -> list[str]:
-    """The full trtexec command for one encoder plan."""
+def shape_spec(signature: encoders.Signature, batch: int, seq: int) -> str:
+    """``name:BxD1x...`` for every input, with the dynamic sequence set to ``seq``."""
+    return ",".join(t.name + ":" + "x".join(str(d) for d in (batch, *(seq if d == -1 else d for d in t.dims))) for t in signature.inputs)
+
+
+def trtexec_argv(
+    binary: Path, onnx: Path, plan: Path, engine: Mapping[str, Any], *, table: trtexec.FlagTable, signature: encoders.Signature
+) -> list[str]:
+    """The full trtexec command for one encoder plan (without the timing cache)."""
+    seq_max, seq_opt = engine.get("max_seq_len", 1), engine.get("opt_seq_len", 1)
     argv = [
         str(binary),
         f"--onnx={onnx}",
         f"--saveEngine={plan}",
         "--skipInference",
-        f"--minShapes={trtexec.shape_spec(INPUTS, 1, 1)}",
-        f"--optShapes={trtexec.shape_spec(INPUTS, engine['opt_batch_size'], engine['opt_seq_len'])}",
-        f"--maxShapes={trtexec.shape_spec(INPUTS, engine['max_batch_size'], engine['max_seq_len'])}",
+        f"--minShapes={shape_spec(signature, 1, 1)}",
+        f"--optShapes={shape_spec(signature, engine['opt_batch_size'], seq_opt)}",
+        f"--maxShapes={shape_spec(signature, engine['max_batch_size'], seq_max)}",
     ]
     if engine["precision"] != "fp32":
         argv.append(f"--{engine['precision']}")
+    if engine["calibration_cache"] is not None:
+        argv.append(f"--calib={engine['calibration_cache']}")
     if engine["workspace_mb"] is not None:
         argv.append(f"--memPoolSize=workspace:{engine['workspace_mb']}M")
     return argv + trtexec.flag_args(engine["flags"], table) + list(engine["extra_args"])
@@ -69,6 +85,36 @@ def run_tool(argv: list[str], log_path: Path, what: str) -> None:
         raise UserError(what, f"{Path(argv[0]).name} exited with status {code}; last lines of {log_path}:\n{_tail(log_path)}")
 
 
+def timing_cache_path(stage_out: Path, tools: Mapping[str, str]) -> Path:
+    """One cache per TensorRT version and GPU: a cache from another one is of no use to TensorRT."""
+    slug = re.sub(r"[^A-Za-z0-9.]+", "-", "-".join(tools[k] for k in ("tensorrt", "gpu", "compute_capability"))).strip("-")
+    return stage_out.parent / TIMING_CACHE_DIR / f"{slug}.cache"
+
+
+@contextmanager
+def timing_cache(path: Path, record: dict[str, Any]) -> Iterator[Path]:
+    """A private copy of the persistent cache for trtexec; kept only if the build succeeds.
+
+    The cache is neither an input nor a param of any stage: it only makes TensorRT's
+    tactic search faster, so it may be deleted or grow without making anything outdated.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(".*.tmp-*"):  # left by a killed run (the project lock excludes a live one)
+        stale.unlink(missing_ok=True)
+    work = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    existed = path.is_file()
+    if existed:
+        shutil.copyfile(path, work)
+    record["timing_cache"] = {"path": str(path), "reused": existed, "bytes_before": path.stat().st_size if existed else 0}
+    try:
+        yield work
+        if work.is_file():
+            work.replace(path)
+            record["timing_cache"]["bytes_after"] = path.stat().st_size
+    finally:
+        work.unlink(missing_ok=True)
+
+
 def build_trt(ctx: StageContext) -> None:
     binary = toolchain.find_trtexec()
     if binary is None:
@@ -76,21 +122,31 @@ def build_trt(ctx: StageContext) -> None:
     table = trtexec.installed_table(binary)
     if table.version == "unknown" or not table.flags:
         raise UserError(ctx.stage.task_name, f"cannot read the TensorRT version from {binary} --help")
-    extra = ctx.params["engine"]["extra_args"]
-    if extra:
-        log.warning("engine: passing engine.extra_args unchecked: %s", " ".join(extra))
+    engine = ctx.params["engine"]
+    if engine["extra_args"]:
+        log.warning("engine: passing engine.extra_args unchecked: %s", " ".join(engine["extra_args"]))
     plan = ctx.out / "model.plan"
-    argv = trtexec_argv(binary, ctx.inputs["onnx"] / "model.onnx", plan, ctx.params["engine"], table)
+    signature = encoders.read_signature(ctx.inputs["onnx"])
+    argv = trtexec_argv(binary, ctx.inputs["onnx"] / "model.onnx", plan, engine, table=table, signature=signature)
+    if engine["timing_cache"]:
+        with timing_cache(timing_cache_path(ctx.stage.out_dir, ctx.params["toolchain"]), ctx.record) as cache:
+            argv.append(f"--timingCacheFile={cache}")
+            _run_trtexec(ctx, argv, plan)
+    else:
+        _run_trtexec(ctx, argv, plan)
+    ctx.record.update({"argv": argv, "tensorrt": table.version, "flag_table": table.source})
+
+
+def _run_trtexec(ctx: StageContext, argv: list[str], plan: Path) -> None:
     run_tool(argv, ctx.log_path("engine-trtexec"), ctx.stage.task_name)
     if not plan.is_file():
         raise UserError(ctx.stage.task_name, f"trtexec succeeded but wrote no {plan.name}")
-    ctx.record.update({"argv": argv, "tensorrt": table.version, "flag_table": table.source})
 
 
 def build_cpu(ctx: StageContext) -> None:
     import onnxruntime as ort  # noqa: PLC0415 - heavy; only this action needs it
 
-    unused = [k for k in _TRT_ONLY if ctx.params["engine"][k] not in (None, [], {}, "fp32")]
+    unused = [k for k in _TRT_ONLY if ctx.params["engine"].get(k) not in (None, [], {}, "fp32")]
     if unused:
         log.info("engine: target cpu runs fp32 onnxruntime; engine.%s apply to target trt only", ", engine.".join(unused))
     options = ort.SessionOptions()

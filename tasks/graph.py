@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from tasks import bench, config, convert, engine, engine_llm, export, fetch, layout, repo, toolchain, trtllm
-from tasks.schema import ModelSpec, load_models, prompts_file
+from tasks.schema import ModelSpec, calibration_file, load_models, prompts_file
 from tasks.stage import Action, Stage, to_task
 
 log = logging.getLogger(__name__)
@@ -81,16 +81,18 @@ class ModelGraph:
         doc = f"checkpoint of {self.spec.name} from {self.spec.file}"
         return self.stage("fetch", params, action, doc, files=[_rel(p) for p in files])
 
-    def config(self, fetched: Stage, params: Mapping[str, Any]) -> Stage:
-        templates = layout.template_files(layout.triton_models(self.spec.kind, self.spec.name, self.target, None))
-        full = {"name": self.spec.name, "kind": self.spec.kind, **params, "target": self.target, "code": config.CODE_VERSION}
-        doc = f"Triton configs of {self.spec.name}"
-        return self.stage("config", full, config.action, doc, deps={"hf": fetched}, files=[_rel(p) for p in templates], target=self.target)
+    def config(self, deps: Mapping[str, Stage], params: Mapping[str, Any]) -> Stage:
+        spec = self.spec
+        templates = layout.template_files(layout.triton_models(spec.kind, spec.name, self.target, None, spec.family))
+        full = {"name": spec.name, "kind": spec.kind, "family": spec.family, **params, "target": self.target, "code": config.CODE_VERSION}
+        doc = f"Triton configs of {spec.name}"
+        return self.stage("config", full, config.action, doc, deps=deps, files=[_rel(p) for p in templates], target=self.target)
 
-    def repo(self, configured: Stage, built: Stage, fetched: Stage) -> Stage:
+    def repo(self, deps: Mapping[str, Stage], members: Mapping[str, Any] | None = None) -> Stage:
         m = self.spec.name
-        params = {"name": m, "kind": self.spec.kind, "target": self.target, "code": repo.CODE_VERSION}
-        deps = {"config": configured, "engine": built, "hf": fetched}
+        params: dict[str, Any] = {"name": m, "kind": self.spec.kind, "family": self.spec.family, "target": self.target}
+        params |= {"members": members} if members else {}
+        params["code"] = repo.CODE_VERSION
         doc = f"Triton repository repos/{m}"
         return self.stage("repo", params, repo.action, doc, deps=deps, target=self.target, out_dir=REPOS / m, meta_dir=BUILD / m / "repo")
 
@@ -123,16 +125,23 @@ def encoder_stages(model: ModelGraph) -> None:
     fetched = model.fetch()
     versions = toolchain.package_versions(*export.TOOLCHAIN)
     exported = model.stage(
-        "export", {"export": spec.block("export"), "toolchain": versions, "code": export.CODE_VERSION},
+        "export", {"export": spec.block("export"), "family": spec.family, "toolchain": versions, "code": export.CODE_VERSION},
         export.action, f"ONNX export of {spec.name}", deps={"hf": fetched},
     )  # fmt: skip
     tools = engine.trt_fingerprint() if target == "trt" else toolchain.package_versions(*engine.CPU_TOOLCHAIN)
+    engine_block = dict(spec.block("engine"))
+    calibration = calibration_file(spec)
+    # The cache's content is an input (files); the param is its path as trtexec gets it.
+    engine_block["calibration_cache"] = _rel(calibration).as_posix() if calibration else None
     built = model.stage(
-        "engine", {"engine": spec.block("engine"), "target": target, "toolchain": tools, "code": engine.CODE_VERSION},
+        "engine", {"engine": engine_block, "target": target, "toolchain": tools, "code": engine.CODE_VERSION},
         engine.action, f"{target} engine of {spec.name}", deps={"onnx": exported}, target=target,
+        files=[_rel(calibration)] if calibration else [],
     )  # fmt: skip
-    configured = model.config(fetched, {"triton": spec.block("triton"), "engine": {"max_seq_len": spec.block("engine")["max_seq_len"]}})
-    published = model.repo(configured, built, fetched)
+    # The tokenizer truncates to the engine's sequence limit; an image has none.
+    seq = {k: v for k, v in spec.block("engine").items() if k == "max_seq_len"}
+    configured = model.config({"hf": fetched}, {"triton": spec.block("triton"), "engine": seq})
+    published = model.repo({"config": configured, "engine": built, "hf": fetched})
     model.bench(published, tools)
 
 
@@ -154,17 +163,39 @@ def llm_stages(model: ModelGraph) -> None:
     if target == "trt":
         # Engine paths in the TRT-LLM pbtxt are absolute: moving the checkout must refill them.
         params["repo_dir"] = str((REPOS / spec.name).resolve())
-    configured = model.config(fetched, params)
-    published = model.repo(configured, built, fetched)
+    configured = model.config({"hf": fetched}, params)
+    published = model.repo({"config": configured, "engine": built, "hf": fetched})
     model.bench(published, tools)
 
 
-BUILDERS: dict[str, Callable[[ModelGraph], None]] = {"encoder": encoder_stages, "llm": llm_stages}
+# What an ensemble's repository takes from each member, by the role the repo stage reads it as.
+MEMBER_STAGES = {"config": "config", "engine": "engine", "hf": "fetch"}
+
+
+def ensemble_stages(model: ModelGraph) -> None:
+    """Config and repository only: everything else comes from the members' own stages.
+
+    The repository depends on each member's config, engine and checkpoint manifests, so a
+    member's rebuilt engine rebuilds it, and nothing else of another model does.
+    """
+    graph, spec = model.graph, model.spec
+    members = {role: name for role, name in spec.block("members").items() if name is not None}
+    member_configs = {role: graph.stage_of("config", name) for role, name in members.items()}
+    configured = model.config(member_configs, {"triton": spec.block("triton"), "members": members})
+    deps = {"config": configured}
+    for name in members.values():
+        deps |= {f"{name}:{role}": graph.stage_of(stage, name) for role, stage in MEMBER_STAGES.items()}
+    families = {s.name: s.family for s in graph.specs}
+    model.repo(deps, {role: {"name": name, "family": families[name]} for role, name in members.items()})
+
+
+BUILDERS: dict[str, Callable[[ModelGraph], None]] = {"encoder": encoder_stages, "llm": llm_stages, "ensemble": ensemble_stages}
 
 
 def build_graph(target: toolchain.Target, models_dir: Path = MODELS) -> Graph:
     graph = Graph(target, load_models(models_dir))
-    for spec in graph.specs:
+    # Ensembles last: they depend on their members' stages.
+    for spec in sorted(graph.specs, key=lambda s: s.kind == "ensemble"):
         BUILDERS[spec.kind](ModelGraph(graph, spec))
     return graph
 

@@ -10,8 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from tasks import encoders
+
 TEMPLATES = Path(__file__).parent / "templates"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+PREPROCESSOR_FILE = "preprocessor_config.json"
 
 
 @dataclass(frozen=True)
@@ -36,24 +39,34 @@ class TritonModel:
         return TEMPLATES / self.template
 
 
-def encoder_models(model: str, target: str) -> list[TritonModel]:
-    """Ensemble ``<model>`` = ``<model>_tokenizer`` -> ``<model>_encoder``."""
+def front_model(model: str, family: str) -> TritonModel:
+    """What turns the request into encoder tensors: the tokenizer, or image preprocessing."""
+    if encoders.family(family).modality == "image":
+        return TritonModel(f"{model}_preprocess", "image/preprocess", (Artifact("hf", PREPROCESSOR_FILE, f"1/{PREPROCESSOR_FILE}"),))
     tokenizer_files = tuple(Artifact("hf", name, f"1/{name}", required=name == "tokenizer.json") for name in TOKENIZER_FILES)
+    return TritonModel(f"{model}_tokenizer", "encoder/tokenizer", tokenizer_files)
+
+
+def encoder_models(model: str, target: str, family: str) -> list[TritonModel]:
+    """Ensemble ``<model>`` = ``<model>_tokenizer`` (or ``_preprocess``) -> ``<model>_encoder``."""
     if target == "trt":
         encoder = TritonModel(f"{model}_encoder", "encoder/tensorrt_plan", (Artifact("engine", "model.plan", "1/model.plan"),))
     else:
         encoder = TritonModel(f"{model}_encoder", "encoder/onnx_cpu", (Artifact("engine", "model.onnx", "1/model.onnx"),))
-    return [
-        TritonModel(model, "encoder/ensemble", empty_dirs=("1",)),
-        TritonModel(f"{model}_tokenizer", "encoder/tokenizer", tokenizer_files),
-        encoder,
-    ]
+    return [TritonModel(model, "encoder/ensemble", empty_dirs=("1",)), front_model(model, family), encoder]
 
 
-def triton_models(kind: str, name: str, target: str, hf_dir: Path | None) -> list[TritonModel]:
+def ensemble_models(name: str) -> list[TritonModel]:
+    """The models an ensemble adds on top of its members' (which keep their own names)."""
+    return [TritonModel(name, "ensemble/embeddings")]
+
+
+def triton_models(kind: str, name: str, target: str, hf_dir: Path | None, family: str = "") -> list[TritonModel]:
     """The Triton models of a repository; ``hf_dir`` (None when only templates matter) lists the checkpoint files."""
     if kind == "encoder":
-        return encoder_models(name, target)
+        return encoder_models(name, target, family)
+    if kind == "ensemble":
+        return ensemble_models(name)
     from tasks import llm_layout  # noqa: PLC0415 - llm_layout builds on this module
 
     files = [p.name for p in hf_dir.iterdir() if p.is_file()] if hf_dir is not None else []

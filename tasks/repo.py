@@ -48,15 +48,35 @@ def link_model(model: layout.TritonModel, config_dir: Path, inputs: dict[str, Pa
     return copies
 
 
-def action(ctx: StageContext) -> None:
+MEMBER_ROLES = ("config", "engine", "hf")
+
+
+def link_models(models: list[layout.TritonModel], inputs: dict[str, Path], out: Path, owner: str) -> int:
     copies = 0
-    params = ctx.params
-    for model in layout.triton_models(params["kind"], params["name"], params["target"], ctx.inputs["hf"]):
-        dest = ctx.out / model.name
-        config_dir = ctx.inputs["config"] / model.name
+    for model in models:
+        config_dir = inputs["config"] / model.name
         if not config_dir.is_dir():
-            raise UserError(f"repo {model.name}", f"{config_dir} is missing; run doit config:{ctx.params['name']}")
-        copies += link_model(model, config_dir, ctx.inputs, dest)
+            raise UserError(f"repo {model.name}", f"{config_dir} is missing; run doit config:{owner}")
+        if (out / model.name).exists():
+            raise UserError(f"repo {model.name}", f"two models of this repository are named {model.name}; rename one model file")
+        copies += link_model(model, config_dir, inputs, out / model.name)
+    return copies
+
+
+def member_inputs(inputs: dict[str, Path], member: str) -> dict[str, Path]:
+    """A member's upstream outputs, which the graph passes in as ``<member>:<role>``."""
+    return {role: inputs[f"{member}:{role}"] for role in MEMBER_ROLES}
+
+
+def action(ctx: StageContext) -> None:
+    params = ctx.params
+    models = layout.triton_models(params["kind"], params["name"], params["target"], ctx.inputs.get("hf"), params.get("family", ""))
+    copies = link_models(models, ctx.inputs, ctx.out, params["name"])
+    # An ensemble's members are linked in whole, so repos/<ensemble> serves on its own.
+    for member in params.get("members", {}).values():
+        inputs = member_inputs(ctx.inputs, member["name"])
+        member_models = layout.triton_models("encoder", member["name"], params["target"], inputs["hf"], member["family"])
+        copies += link_models(member_models, inputs, ctx.out, member["name"])
     ctx.record["copied_files"] = copies
     if copies:
         log.warning("repo: %d files were copied, not hardlinked (build/ and repos/ are on different filesystems)", copies)

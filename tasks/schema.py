@@ -23,9 +23,12 @@ log = logging.getLogger(__name__)
 
 NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]*")
 SHA_RE = re.compile(r"[0-9a-f]{40}")
-TOP_KEYS = ("name", "kind", "family", "source", "export", "convert", "engine", "triton", "bench", "sweep")
+TOP_KEYS = ("name", "kind", "family", "source", "members", "export", "convert", "engine", "triton", "bench", "sweep")
 KINDS = ("encoder", "llm", "ensemble")
-IMPLEMENTED_KINDS = {"encoder": ("bert",), "llm": ("t5",)}
+IMPLEMENTED_KINDS = {"encoder": ("bert", "clip-vision", "clip-text"), "llm": ("t5",), "ensemble": ()}
+# Which encoder families take images; the rest take text.
+IMAGE_FAMILIES = ("clip-vision",)
+MEMBER_ROLES = {"image": "an image encoder (family clip-vision)", "text": "a text encoder (family bert or clip-text)"}
 REQUIRED = object()
 
 Check = Callable[[Any, "Where"], Any]
@@ -176,7 +179,9 @@ ENCODER_BLOCKS: dict[str, dict[str, tuple[Check, Any]]] = {
         "max_seq_len": (integer(1), REQUIRED),
         "opt_batch_size": (integer(1), None),
         "opt_seq_len": (integer(1), None),
-        "precision": (one_of("fp32", "fp16", "bf16", "best"), "fp32"),
+        "precision": (one_of("fp32", "fp16", "bf16", "int8", "best"), "fp32"),
+        "calibration_cache": (optional(text), None),
+        "timing_cache": (boolean, True),
         "workspace_mb": (integer(1), None),
         "flags": (scalar_map, {}),
         "extra_args": (str_list, []),
@@ -189,6 +194,30 @@ ENCODER_BLOCKS: dict[str, dict[str, tuple[Check, Any]]] = {
     "bench": {
         **BENCH_COMMON,
         "batch_size": (integer(1), 1),
+    },
+}
+# Keys that only mean something for one family or modality.
+_TEXT_ONLY: dict[str, tuple[str, ...]] = {"engine": ("max_seq_len", "opt_seq_len")}
+_BERT_ONLY: dict[str, tuple[str, ...]] = {"export": ("pooling",)}
+
+
+def encoder_blocks(family: str) -> dict[str, dict[str, tuple[Check, Any]]]:
+    """The encoder field tables for one family: an image has no sequence, only BERT pools."""
+    image = family in IMAGE_FAMILIES
+    drop: dict[str, tuple[str, ...]] = dict(_TEXT_ONLY) if image else {}
+    if family != "bert":
+        drop["export"] = _BERT_ONLY["export"]
+    blocks = {block: {k: v for k, v in fields.items() if k not in drop.get(block, ())} for block, fields in ENCODER_BLOCKS.items()}
+    if image:
+        del blocks["bench"]
+    return blocks
+
+
+ENSEMBLE_BLOCKS: dict[str, dict[str, tuple[Check, Any]]] = {
+    "members": {role: (optional(text), None) for role in MEMBER_ROLES},
+    "triton": {
+        "max_batch_size": (integer(1), REQUIRED),
+        "instance_count": (integer(1), 1),
     },
 }
 LLM_BLOCKS: dict[str, dict[str, tuple[Check, Any]]] = {
@@ -226,12 +255,32 @@ LLM_BLOCKS: dict[str, dict[str, tuple[Check, Any]]] = {
         "ignore_eos": (boolean, False),
     },
 }
-KIND_BLOCKS = {"encoder": ENCODER_BLOCKS, "llm": LLM_BLOCKS}
 _SWEEP = "sweeps are not implemented yet"
+_MEMBERS = "only a kind: ensemble model has members"
 NOT_FOR = {
-    "encoder": {"convert": "encoders are exported to ONNX (export:), not converted", "sweep": _SWEEP},
-    "llm": {"export": "LLM checkpoints are converted (convert:), not exported to ONNX", "sweep": _SWEEP},
+    "encoder": {"convert": "encoders are exported to ONNX (export:), not converted", "members": _MEMBERS, "sweep": _SWEEP},
+    "llm": {"export": "LLM checkpoints are converted (convert:), not exported to ONNX", "members": _MEMBERS, "sweep": _SWEEP},
+    "ensemble": {
+        "family": "an ensemble has no family; its members (members:) have one",
+        "source": "an ensemble has no checkpoint; it serves its members' artifacts",
+        "export": "an ensemble is built from its members' artifacts; export: belongs in their files",
+        "convert": "an ensemble is built from its members' artifacts; convert: belongs in their files",
+        "engine": "an ensemble is built from its members' artifacts; engine: belongs in their files",
+        "bench": "benchmarks of an ensemble are not implemented yet; benchmark its members (bench: in their files)",
+        "sweep": _SWEEP,
+    },
 }
+IMAGE_NOT_FOR = {"bench": "benchmarks of image encoders are not implemented yet (no image workload); remove bench:"}
+
+
+def kind_blocks(kind: str, family: str) -> dict[str, dict[str, tuple[Check, Any]]]:
+    if kind == "encoder":
+        return encoder_blocks(family)
+    return LLM_BLOCKS if kind == "llm" else ENSEMBLE_BLOCKS
+
+
+def _not_for(kind: str, family: str) -> dict[str, str]:
+    return {**NOT_FOR[kind], **(IMAGE_NOT_FOR if family in IMAGE_FAMILIES else {})}
 
 
 def check_block(raw: Any, fields: Mapping[str, tuple[Check, Any]], where: Where) -> dict[str, Any]:  # noqa: ANN401
@@ -254,8 +303,21 @@ def check_block(raw: Any, fields: Mapping[str, tuple[Check, Any]], where: Where)
     return out
 
 
+def _check_precision(engine: dict[str, Any], where: Where) -> None:
+    # int8 without calibration scales builds a plan whose outputs are noise: refuse it.
+    if engine["precision"] == "int8" and engine["calibration_cache"] is None:
+        msg = "required when engine.precision is int8: a TensorRT calibration cache file (trtexec --calib), relative to the model file"
+        raise where.child("calibration_cache").error(msg)
+    if engine["calibration_cache"] is not None and engine["precision"] not in ("int8", "best"):
+        msg = f"only used with engine.precision int8 or best (trtexec --calib), but precision is {engine['precision']}; remove it"
+        raise where.child("calibration_cache").error(msg)
+
+
 def _check_encoder_engine(engine: dict[str, Any], where: Where) -> None:
+    _check_precision(engine, where)
     for opt, limit in (("opt_batch_size", "max_batch_size"), ("opt_seq_len", "max_seq_len")):
+        if limit not in engine:
+            continue
         if engine[opt] is None:
             engine[opt] = engine[limit]
         elif engine[opt] > engine[limit]:
@@ -302,23 +364,35 @@ def _check_bench(blocks: dict[str, dict[str, Any]], kind: str, written: Any, whe
     if kind == "llm" and bench["output_tokens"] > engine["max_output_len"]:
         msg = f"expected <= engine.max_output_len ({engine['max_output_len']}), got {bench['output_tokens']}"
         raise where.child("output_tokens").error(msg)
-    if kind == "encoder" and bench["batch_size"] > blocks["triton"]["max_batch_size"]:
+    if "batch_size" in bench and bench["batch_size"] > blocks["triton"]["max_batch_size"]:
         msg = f"expected <= triton.max_batch_size ({blocks['triton']['max_batch_size']}), got {bench['batch_size']}"
         raise where.child("batch_size").error(msg)
 
 
+def _check_members(members: dict[str, Any], where: Where) -> None:
+    named = [m for m in members.values() if m is not None]
+    if not named:
+        raise where.error(f"expected at least one of {', '.join(MEMBER_ROLES)}: the name of a model file in the same folder")
+    if len(set(named)) != len(named):
+        raise where.error(f"expected different models per role, got {named}")
+
+
 def check_blocks(data: dict[str, Any], kind: str, family: str, where: Where) -> dict[str, dict[str, Any]]:
     """Every block of ``kind`` validated, defaults filled, cross-checked."""
-    for key, why in NOT_FOR[kind].items():
+    for key, why in _not_for(kind, family).items():
         if key in data:
             raise where.child(key).error(why)
-    blocks = {block: check_block(data.get(block), fields, where.child(block)) for block, fields in KIND_BLOCKS[kind].items()}
+    blocks = {block: check_block(data.get(block), fields, where.child(block)) for block, fields in kind_blocks(kind, family).items()}
+    if kind == "ensemble":
+        _check_members(blocks["members"], where.child("members"))
+        return blocks
     if kind == "encoder":
         _check_encoder_engine(blocks["engine"], where.child("engine"))
     else:
         _check_llm(blocks, family, where)
     _check_triton(blocks["triton"], blocks["engine"], where.child("triton"))
-    _check_bench(blocks, kind, data.get("bench"), where.child("bench"))
+    if "bench" in blocks:
+        _check_bench(blocks, kind, data.get("bench"), where.child("bench"))
     return blocks
 
 
@@ -356,7 +430,9 @@ def check_limits(spec: ModelSpec, hf_config: Mapping[str, Any] | None) -> None:
     """Engine limits the checkpoint cannot support fail here, not deep inside a build."""
     if hf_config is None:
         return
-    limit = hf_config.get("max_position_embeddings")
+    # A full CLIP checkpoint keeps the text tower's limit in text_config.
+    text_config = hf_config.get("text_config") if spec.family == "clip-text" else None
+    limit = (text_config if isinstance(text_config, dict) else hf_config).get("max_position_embeddings")
     seq = spec.block("engine").get("max_seq_len")
     if isinstance(limit, int) and isinstance(seq, int) and seq > limit:
         where = Where(str(spec.file), "engine.max_seq_len")
@@ -370,6 +446,22 @@ def prompts_file(spec: ModelSpec) -> Path | None:
         return None
     path = Path(written)
     return path if path.is_absolute() else spec.file.parent / path
+
+
+def calibration_file(spec: ModelSpec) -> Path | None:
+    """``engine.calibration_cache`` resolved against the model file's folder."""
+    written = spec.block("engine").get("calibration_cache")
+    if written is None:
+        return None
+    path = Path(written)
+    return path if path.is_absolute() else spec.file.parent / path
+
+
+def check_calibration(spec: ModelSpec) -> None:
+    path = calibration_file(spec)
+    if path is not None and not path.is_file():
+        msg = f"no such file: {path} (a TensorRT INT8 calibration cache, e.g. from polygraphy; relative to the model file)"
+        raise Where(str(spec.file), "engine.calibration_cache").error(msg)
 
 
 def check_prompts(spec: ModelSpec) -> None:
@@ -418,7 +510,7 @@ def _check_top(data: dict[str, Any], stem: str, where: Where) -> tuple[str, str,
     for key in data:
         if key not in TOP_KEYS:
             raise where.child(str(key)).error(f"unknown key (known: {', '.join(TOP_KEYS)})")
-    for key in ("name", "kind", "family", "source"):
+    for key in ("name", "kind"):
         if key not in data:
             raise where.child(key).error("required key is missing")
     name = text(data["name"], where.child("name"))
@@ -427,13 +519,20 @@ def _check_top(data: dict[str, Any], stem: str, where: Where) -> tuple[str, str,
     if name != stem:
         raise where.child("name").error(f"must equal the file name {stem!r}, got {name!r}")
     kind = one_of(*KINDS)(data["kind"], where.child("kind"))
-    if kind not in IMPLEMENTED_KINDS:
-        raise where.child("kind").error(f"kind {kind!r} is not implemented yet (implemented: {', '.join(IMPLEMENTED_KINDS)})")
+    return name, kind, _check_family(data, kind, where)
+
+
+def _check_family(data: dict[str, Any], kind: str, where: Where) -> str:
+    if kind == "ensemble":
+        return ""
+    for key in ("family", "source"):
+        if key not in data:
+            raise where.child(key).error("required key is missing")
     family = text(data["family"], where.child("family"))
     families = IMPLEMENTED_KINDS[kind]
     if family not in families:
         raise where.child("family").error(f"family {family!r} is not implemented yet for kind {kind} (implemented: {', '.join(families)})")
-    return name, kind, family
+    return family
 
 
 def load_model(path: Path, shown: str | None = None) -> ModelSpec:
@@ -442,15 +541,46 @@ def load_model(path: Path, shown: str | None = None) -> ModelSpec:
     data = read_yaml(path, shown)
     where = Where(shown, "")
     name, kind, family = _check_top(data, path.stem, where)
-    source = check_source(data["source"], where.child("source"))
     blocks = check_blocks(data, kind, family, where)
+    source = check_source(data["source"], where.child("source")) if kind != "ensemble" else {}
     spec = ModelSpec(name, kind, family, Path(shown), source, blocks, frozenset(map(str, data)))
     check_limits(spec, _checkpoint_config(source, path))
     check_prompts(spec)
+    check_calibration(spec)
     return spec
 
 
 def load_models(folder: Path) -> list[ModelSpec]:
     """All ``*.yaml`` files of ``folder``, sorted by name."""
     files = sorted(folder.glob("*.yaml")) + sorted(folder.glob("*.yml"))
-    return [load_model(p, p.as_posix()) for p in files]
+    specs = [load_model(p, p.as_posix()) for p in files]
+    check_members(specs)
+    return specs
+
+
+def member_problem(role: str, member: ModelSpec) -> str | None:
+    """Why ``member`` cannot fill ``role`` of an ensemble, or None."""
+    if member.kind != "encoder" or (role == "image") != (member.family in IMAGE_FAMILIES):
+        return f"expected {MEMBER_ROLES[role]}, but {member.file} is kind {member.kind}, family {member.family}"
+    return None
+
+
+def check_members(specs: list[ModelSpec]) -> None:
+    """Members of every ensemble exist, fit their role and can take its batches."""
+    by_name = {s.name: s for s in specs}
+    for spec in specs:
+        for role, name in spec.block("members").items():
+            if name is None:
+                continue
+            where = Where(str(spec.file), f"members.{role}")
+            member = by_name.get(name)
+            if member is None:
+                raise where.error(f"no model file {name}.yaml in the same folder")
+            problem = member_problem(role, member)
+            if problem is not None:
+                raise where.error(problem)
+            limit = member.block("triton")["max_batch_size"]
+            if spec.block("triton")["max_batch_size"] > limit:
+                wanted = spec.block("triton")["max_batch_size"]
+                msg = f"expected <= triton.max_batch_size of {name} ({limit}): requests are passed on whole, got {wanted}"
+                raise Where(str(spec.file), "triton.max_batch_size").error(msg)

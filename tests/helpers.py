@@ -154,3 +154,33 @@ def communicate_or_kill(proc: subprocess.Popen[str], timeout: float) -> tuple[st
         proc.kill()
         proc.communicate()
         raise
+
+
+CLIP_VISION_YAML = """\
+name: {name}
+kind: encoder
+family: clip-vision
+source:
+  path: {path}
+engine:
+  max_batch_size: 8
+  opt_batch_size: 4
+triton:
+  max_batch_size: 8
+"""
+
+
+def build_tiny_clip_vision(folder: Path) -> Path:
+    """A random 2-layer CLIP vision tower with projection (32x32 images) and its image processor config."""
+    import torch
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+    from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+
+    torch.manual_seed(0)
+    config = CLIPVisionConfig(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, image_size=32, patch_size=8, projection_dim=24
+    )
+    CLIPVisionModelWithProjection(config).eval().save_pretrained(folder)  # type: ignore[no-untyped-call]
+    processor = CLIPImageProcessorPil(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    processor.save_pretrained(folder)
+    return folder

@@ -128,6 +128,8 @@ def test_json_and_png_carry_the_same_numbers_and_the_run_facts(project: Path) ->
         "opt_batch_size": 8,
         "opt_seq_len": 32,
         "precision": "fp32",
+        "calibration_cache": None,
+        "timing_cache": True,
         "workspace_mb": None,
         "flags": {},
         "extra_args": [],

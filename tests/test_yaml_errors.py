@@ -28,7 +28,7 @@ CASES = [
     (
         "  max_seq_len: 32\n",
         "  max_seq_len: 32\n  precision: int4\n",
-        f"{F}: engine.precision: expected one of fp32, fp16, bf16, best, got 'int4'",
+        f"{F}: engine.precision: expected one of fp32, fp16, bf16, int8, best, got 'int4'",
     ),
     (
         "triton:\n  max_batch_size: 8",
@@ -41,10 +41,16 @@ CASES = [
         f"{F}: triton.instance_count: expected an integer >= 1, got -1",
     ),
     ("name: tiny", "name: other", f"{F}: name: must equal the file name 'tiny', got 'other'"),
-    ("kind: encoder", "kind: ensemble", f"{F}: kind: kind 'ensemble' is not implemented yet (implemented: encoder, llm)"),
+    ("kind: encoder", "kind: ensemble", f"{F}: family: an ensemble has no family; its members (members:) have one"),
     ("kind: encoder", "kind: llm", f"{F}: family: family 'bert' is not implemented yet for kind llm (implemented: t5)"),
     ("kind: encoder", "kind: decoder", f"{F}: kind: expected one of encoder, llm, ensemble, got 'decoder'"),
-    ("family: bert", "family: clip-vision", f"{F}: family: family 'clip-vision' is not implemented yet for kind encoder"),
+    (
+        "family: bert",
+        "family: clap",
+        f"{F}: family: family 'clap' is not implemented yet for kind encoder (implemented: bert, clip-vision, clip-text)",
+    ),
+    ("family: bert", "family: clip-vision", f"{F}: engine.max_seq_len: unknown key (known: max_batch_size, opt_batch_size, precision,"),
+    ("export:\n  opset: 18", "export:\n  opset: 18\nmembers:\n  text: tiny", f"{F}: members: only a kind: ensemble model has members"),
     ("source:\n  path:", "source:\n  pip: nope-not-installed\n  path:", f"{F}: source: expected exactly one of"),
     ("source:\n  path: ", "source:\n  hf: google/flan-t5-small\n  oops: ", f"{F}: source.oops: unknown key for a hf source"),
     ("source:\n  path: ", "source:\n  hf: ", f"{F}: source.revision: required: a commit sha, or a branch written explicitly"),
@@ -231,3 +237,33 @@ def test_bad_llm_model_file_is_one_line_and_exit_3(tmp_path: Path, old: str, new
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith(f"ERROR: {message}"), lines[0]
     assert not (root / "build").exists() or not (root / "build/t5").exists()
+
+
+V = "models/vlm.yaml"
+VLM = "name: vlm\nkind: ensemble\nmembers:\n  text: tiny\ntriton:\n  max_batch_size: 8\n"
+ENSEMBLE_CASES = [
+    (
+        "text: tiny",
+        "image: tiny",
+        f"{V}: members.image: expected an image encoder (family clip-vision), but models/tiny.yaml is kind encoder",
+    ),
+    ("text: tiny", "text: nope", f"{V}: members.text: no model file nope.yaml in the same folder"),
+    ("members:\n  text: tiny", "members: {}", f"{V}: members: expected at least one of image, text"),
+    ("members:\n  text: tiny", "members:\n  text: tiny\n  audio: x", f"{V}: members.audio: unknown key (known: image, text)"),
+    ("max_batch_size: 8", "max_batch_size: 16", f"{V}: triton.max_batch_size: expected <= triton.max_batch_size of tiny (8)"),
+    ("kind: ensemble", "kind: ensemble\nbench:\n  concurrency: [1]", f"{V}: bench: benchmarks of an ensemble are not implemented yet"),
+    ("kind: ensemble", "kind: ensemble\nengine: {}", f"{V}: engine: an ensemble is built from its members' artifacts"),
+    ("kind: ensemble", "kind: ensemble\nsource:\n  path: x", f"{V}: source: an ensemble has no checkpoint"),
+]
+
+
+@pytest.mark.parametrize(("old", "new", "message"), ENSEMBLE_CASES, ids=[c[2].split(": ")[1] for c in ENSEMBLE_CASES])
+def test_bad_ensemble_file_is_one_line_and_exit_3(project: Path, old: str, new: str, message: str) -> None:
+    assert old in VLM
+    (project / V).write_text(VLM.replace(old, new, 1))
+    result = run_doit(project, "build:tiny", "target=cpu")
+    assert result.rc == 3
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"ERROR: {message}"), lines[0]
+    assert not (project / "build/tiny").exists()

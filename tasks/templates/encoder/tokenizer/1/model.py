@@ -32,6 +32,8 @@ def _pad_token(folder: Path, tokenizer: Tokenizer) -> tuple[int, str]:
 class TritonPythonModel:
     def initialize(self, args: dict[str, str]) -> None:
         config = json.loads(args["model_config"])
+        # BERT takes token_type_ids, CLIP's text tower does not: emit what this config lists.
+        self.outputs = [output["name"] for output in config["output"]]
         max_len = int(config["parameters"]["max_seq_len"]["string_value"])
         folder = Path(args["model_repository"]) / args["model_version"]
         self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
@@ -46,11 +48,12 @@ class TritonPythonModel:
         except UnicodeDecodeError as exc:
             return pb_utils.InferenceResponse(error=pb_utils.TritonError(f"text is not valid UTF-8: {exc}"))
         encodings = self.tokenizer.encode_batch(texts)
-        tensors = [
-            pb_utils.Tensor("input_ids", np.array([e.ids for e in encodings], dtype=np.int32)),
-            pb_utils.Tensor("attention_mask", np.array([e.attention_mask for e in encodings], dtype=np.int32)),
-            pb_utils.Tensor("token_type_ids", np.array([e.type_ids for e in encodings], dtype=np.int32)),
-        ]
+        fields = {
+            "input_ids": [e.ids for e in encodings],
+            "attention_mask": [e.attention_mask for e in encodings],
+            "token_type_ids": [e.type_ids for e in encodings],
+        }
+        tensors = [pb_utils.Tensor(name, np.array(fields[name], dtype=np.int32)) for name in self.outputs]
         return pb_utils.InferenceResponse(output_tensors=tensors)
 
     def execute(self, requests: list[Any]) -> list[Any]:

@@ -1,0 +1,135 @@
+"""CLIP vision and the vlm ensemble on target cpu: a tiny random CLIP, real doit runs, the real Triton.
+
+``repos/vlm`` is built from its members' stages (the members' own repositories are never
+built) and served alone; its embeddings are compared with PyTorch's.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+from PIL import Image
+from tritonclient.utils import InferenceServerException
+
+from tasks.launcher import TritonServer
+from tests.helpers import CLIP_VISION_YAML, TINY_YAML, copy_project, edit, run_doit
+
+VLM_YAML = """\
+name: vlm
+kind: ensemble
+members:
+  image: clipv
+  text: tiny
+triton:
+  max_batch_size: 8
+"""
+TEXTS = ["a man is eating food", "a monkey is playing drums", "triton serves models on cpu and gpu"]
+
+
+def generated_images() -> list[bytes]:
+    """Three images of different sizes and formats: a gradient PNG, a noisy JPEG, a transparent PNG."""
+    rng = np.random.default_rng(7)
+    gradient = np.stack([*np.meshgrid(np.linspace(0, 255, 61), np.linspace(0, 255, 45)), np.full((45, 61), 90.0)], -1)
+    pictures = [
+        (Image.fromarray(gradient.astype(np.uint8)), "PNG"),
+        (Image.fromarray(rng.integers(0, 256, (48, 40, 3), dtype=np.uint8)), "JPEG"),
+        (Image.fromarray(rng.integers(0, 256, (33, 70, 4), dtype=np.uint8), mode="RGBA"), "PNG"),
+    ]
+    encoded = []
+    for picture, fmt in pictures:
+        out = io.BytesIO()
+        picture.save(out, format=fmt)
+        encoded.append(out.getvalue())
+    return encoded
+
+
+def pytorch_image_embeds(checkpoint: Path, images: list[bytes]) -> np.ndarray[Any, Any]:
+    """transformers' own pipeline: the PIL CLIP image processor, then the vision tower's ``image_embeds``."""
+    import torch
+    from transformers import CLIPVisionModelWithProjection
+    from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+
+    processor = CLIPImageProcessorPil.from_pretrained(checkpoint)
+    model = CLIPVisionModelWithProjection.from_pretrained(checkpoint).eval()  # type: ignore[no-untyped-call]
+    pixels = processor([Image.open(io.BytesIO(b)) for b in images], return_tensors="pt")["pixel_values"]
+    with torch.no_grad():
+        return model(pixel_values=pixels).image_embeds.numpy()
+
+
+def cosine(a: np.ndarray[Any, Any], b: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    return (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+
+
+def strings(name: str, values: list[bytes]) -> grpcclient.InferInput:
+    tensor = grpcclient.InferInput(name, [len(values), 1], "BYTES")
+    tensor.set_data_from_numpy(np.array([[v] for v in values], dtype=object))
+    return tensor
+
+
+@pytest.fixture(scope="module")
+def project(tiny_bert: Path, tiny_clip_vision: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    models = {
+        "clipv": CLIP_VISION_YAML.format(name="clipv", path=tiny_clip_vision),
+        "tiny": TINY_YAML.format(path=tiny_bert),
+        "vlm": VLM_YAML,
+    }
+    root = copy_project(tmp_path_factory.mktemp("vlm"), models)
+    result = run_doit(root, "build:vlm", "target=cpu")
+    assert result.rc == 0, result.stdout + result.stderr
+    members = {f"{stage}:{m}" for m in ("clipv", "tiny") for stage in ("fetch", "export", "engine", "config")}
+    assert result.executed == members | {"config:vlm", "repo:vlm"}
+    return root
+
+
+def test_repository_holds_every_member_as_hardlinks(project: Path) -> None:
+    repo = project / "repos/vlm"
+    assert sorted(p.name for p in repo.iterdir()) == [
+        "clipv", "clipv_encoder", "clipv_preprocess", "tiny", "tiny_encoder", "tiny_tokenizer", "vlm",
+    ]  # fmt: skip
+    assert not (project / "repos/clipv").exists()  # the members' own repositories were never needed
+    for member in ("clipv", "tiny"):
+        onnx = repo / f"{member}_encoder/1/model.onnx"
+        assert onnx.stat().st_ino == (project / f"build/{member}/engine/model.onnx").stat().st_ino
+    preprocessor = repo / "clipv_preprocess/1/preprocessor_config.json"
+    assert preprocessor.stat().st_ino == (project / "build/clipv/fetch/preprocessor_config.json").stat().st_ino
+
+
+def test_served_alone_vlm_returns_what_was_sent_and_matches_pytorch(project: Path, tiny_clip_vision: Path) -> None:
+    images = generated_images()
+    expected = pytorch_image_embeds(tiny_clip_vision, images)
+    with TritonServer(project / "repos/vlm", "cpu", project / "build/test-triton.log") as server:
+        client = grpcclient.InferenceServerClient(server.grpc_url)
+        try:
+            both = client.infer("vlm", [strings("image", images), strings("text", [t.encode() for t in TEXTS])])
+            only_text = client.infer("vlm", [strings("text", [t.encode() for t in TEXTS])])
+            only_image = client.infer("vlm", [strings("image", images[:1])])
+            member = client.infer("tiny", [strings("text", [t.encode() for t in TEXTS])]).as_numpy("embedding")
+            with pytest.raises(InferenceServerException, match=r"clipv: .*image: not a readable image"):
+                client.infer("vlm", [strings("image", [b"these bytes are not an image"])])
+            after_error = client.infer("clipv", [strings("image", images)]).as_numpy("embedding")
+        finally:
+            client.close()
+    image_embedding = both.as_numpy("image_embedding")
+    assert image_embedding.shape == (3, 24)
+    assert cosine(image_embedding, expected).min() >= 0.9999
+    np.testing.assert_allclose(np.linalg.norm(image_embedding, axis=1), 1.0, rtol=1e-5)  # export.normalize: true
+    np.testing.assert_array_equal(both.as_numpy("text_embedding"), member)
+    assert member.shape == (3, 32)
+    assert only_text.as_numpy("image_embedding") is None
+    np.testing.assert_array_equal(only_text.as_numpy("text_embedding"), member)
+    assert only_image.as_numpy("text_embedding") is None
+    assert cosine(only_image.as_numpy("image_embedding"), expected[:1]).min() >= 0.9999
+    assert cosine(after_error, expected).min() >= 0.9999  # a bad request does not stop the server
+
+
+def test_member_engine_edit_with_identical_bytes_stops_before_the_ensemble(project: Path) -> None:
+    # On cpu the onnxruntime model does not depend on batch limits: engine re-runs, its bytes do not change.
+    edit(project / "models/clipv.yaml", "opt_batch_size: 4", "opt_batch_size: 2")
+    result = run_doit(project, "build:vlm", "target=cpu")
+    assert result.rc == 0, result.stdout + result.stderr
+    assert result.executed == {"engine:clipv"}
