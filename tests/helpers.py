@@ -184,3 +184,51 @@ def build_tiny_clip_vision(folder: Path) -> Path:
     processor = CLIPImageProcessorPil(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
     processor.save_pretrained(folder)
     return folder
+
+
+CLIP_TEXT_YAML = """\
+name: {name}
+kind: encoder
+family: clip-text
+source:
+  path: {path}
+engine:
+  max_batch_size: 8
+  max_seq_len: 16
+triton:
+  max_batch_size: 8
+"""
+
+
+def build_tiny_clip_text(folder: Path) -> Path:
+    """A random 2-layer CLIP text tower with projection and a byte-level BPE tokenizer trained offline."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import CLIPTextConfig, CLIPTextModelWithProjection, PreTrainedTokenizerFast
+
+    corpus = ["a photo of a cat", "a photo of a dog", "a drawing of a red car", "two birds over the sea", "a bowl of fruit"]
+    bos, eos = "<|startoftext|>", "<|endoftext|>"
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator(corpus * 4, trainers.BpeTrainer(vocab_size=300, special_tokens=[bos, eos]))
+    tok.post_processor = processors.TemplateProcessing(
+        single=f"{bos} $A {eos}", special_tokens=[(bos, tok.token_to_id(bos)), (eos, tok.token_to_id(eos))]
+    )
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=bos, eos_token=eos, pad_token=eos)  # type: ignore[no-untyped-call]
+    torch.manual_seed(0)
+    config = CLIPTextConfig(
+        vocab_size=tok.get_vocab_size(),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=24,
+        projection_dim=24,
+        bos_token_id=tok.token_to_id(bos),
+        eos_token_id=tok.token_to_id(eos),
+        pad_token_id=tok.token_to_id(eos),
+    )
+    CLIPTextModelWithProjection(config).eval().save_pretrained(folder)  # type: ignore[no-untyped-call]
+    fast.save_pretrained(folder)
+    return folder

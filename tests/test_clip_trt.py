@@ -28,7 +28,7 @@ def build(root: Path, *tasks: str) -> DoitRun:
 
 
 def last_call(root: Path, model: str) -> list[str]:
-    calls = [json.loads(line) for line in argv_log(root).read_text().splitlines()]
+    calls: list[list[str]] = [json.loads(line) for line in argv_log(root).read_text().splitlines()]
     return [c for c in calls if c[0] == f"--onnx=build/{model}/export/model.onnx"][-1]
 
 

@@ -17,7 +17,7 @@ from PIL import Image
 from tritonclient.utils import InferenceServerException
 
 from tasks.launcher import TritonServer
-from tests.helpers import CLIP_VISION_YAML, TINY_YAML, copy_project, edit, run_doit
+from tests.helpers import CLIP_TEXT_YAML, CLIP_VISION_YAML, TINY_YAML, copy_project, edit, run_doit
 
 VLM_YAML = """\
 name: vlm
@@ -56,13 +56,21 @@ def pytorch_image_embeds(checkpoint: Path, images: list[bytes]) -> np.ndarray[An
 
     processor = CLIPImageProcessorPil.from_pretrained(checkpoint)
     model = CLIPVisionModelWithProjection.from_pretrained(checkpoint).eval()  # type: ignore[no-untyped-call]
-    pixels = processor([Image.open(io.BytesIO(b)) for b in images], return_tensors="pt")["pixel_values"]
+    pictures: list[Image.Image] = [Image.open(io.BytesIO(b)) for b in images]
+    pixels = processor(pictures, return_tensors="pt")["pixel_values"]
     with torch.no_grad():
-        return model(pixel_values=pixels).image_embeds.numpy()
+        embeds: np.ndarray[Any, Any] = model(pixel_values=pixels).image_embeds.numpy()
+    return embeds
 
 
 def cosine(a: np.ndarray[Any, Any], b: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
-    return (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+    similarity: np.ndarray[Any, Any] = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+    return similarity
+
+
+def unit(rows: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    normed: np.ndarray[Any, Any] = rows / np.linalg.norm(rows, axis=1, keepdims=True)
+    return normed
 
 
 def strings(name: str, values: list[bytes]) -> grpcclient.InferInput:
@@ -133,3 +141,46 @@ def test_member_engine_edit_with_identical_bytes_stops_before_the_ensemble(proje
     result = run_doit(project, "build:vlm", "target=cpu")
     assert result.rc == 0, result.stdout + result.stderr
     assert result.executed == {"engine:clipv"}
+
+
+CAPTIONS = ["a photo of a cat", "a drawing of a red car", "two birds over the sea and a bowl of fruit"]
+
+
+def pytorch_text_embeds(checkpoint: Path, texts: list[str]) -> np.ndarray[Any, Any]:
+    import torch
+    from transformers import AutoTokenizer, CLIPTextModelWithProjection
+
+    tokenizer = AutoTokenizer.from_pretrained(checkpoint)
+    model = CLIPTextModelWithProjection.from_pretrained(checkpoint).eval()  # type: ignore[no-untyped-call]
+    batch = tokenizer(texts, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        embeds: np.ndarray[Any, Any] = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).text_embeds.numpy()
+    return embeds
+
+
+def test_clip_text_is_a_one_file_member_for_cross_modal_search(
+    tiny_clip_vision: Path, tiny_clip_text: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    models = {
+        "clipv": CLIP_VISION_YAML.format(name="clipv", path=tiny_clip_vision),
+        "clipt": CLIP_TEXT_YAML.format(name="clipt", path=tiny_clip_text),
+        "search": VLM_YAML.replace("name: vlm", "name: search").replace("text: tiny", "text: clipt"),
+    }
+    root = copy_project(tmp_path_factory.mktemp("clip-search"), models)
+    result = run_doit(root, "build:search", "target=cpu")
+    assert result.rc == 0, result.stdout + result.stderr
+    images = generated_images()
+    with TritonServer(root / "repos/search", "cpu", root / "build/test-triton.log") as server:
+        client = grpcclient.InferenceServerClient(server.grpc_url)
+        try:
+            inputs = [strings("image", images), strings("text", [c.encode() for c in CAPTIONS])]
+            reply = client.infer("search", inputs)
+        finally:
+            client.close()
+    image, text = reply.as_numpy("image_embedding"), reply.as_numpy("text_embedding")
+    expected_text = pytorch_text_embeds(tiny_clip_text, CAPTIONS)
+    assert text.shape == (3, 24)
+    assert cosine(text, expected_text).min() >= 0.9999
+    # Both towers project into one space: the image x caption similarity matrix is PyTorch's.
+    expected_image = pytorch_image_embeds(tiny_clip_vision, images)
+    np.testing.assert_allclose(image @ text.T, unit(expected_image) @ unit(expected_text).T, atol=1e-4)
