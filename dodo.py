@@ -5,6 +5,7 @@ doit list --status           what is up to date
 doit info engine:minilm      why a task is outdated
 doit serve:minilm            run Triton on repos/minilm
 doit bench:minilm            benchmark it -> results/minilm/
+doit build:vlm               an ensemble of other models' artifacts (+ index:vlm when it has a corpus)
 """
 
 from __future__ import annotations
@@ -60,6 +61,11 @@ def task_export() -> Iterator[dict[str, Any]]:
 def task_engine() -> Iterator[dict[str, Any]]:
     """Engines for the target: trtexec / trtllm-build on trt; onnxruntime ONNX or none on cpu -> build/<m>/engine."""
     yield from GRAPH.tasks("engine")
+
+
+def task_index() -> Iterator[dict[str, Any]]:
+    """Corpus embedded by one member of an ensemble -> build/<m>/index (ensembles with an index: block)."""
+    yield from GRAPH.tasks("index")
 
 
 def task_config() -> Iterator[dict[str, Any]]:

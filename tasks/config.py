@@ -139,7 +139,7 @@ def action(ctx: StageContext) -> None:
     if params["kind"] == "ensemble":
         ensemble_action(ctx)
         return
-    models = layout.triton_models(params["kind"], params["name"], params["target"], ctx.inputs["hf"], params.get("family", ""))
+    models = layout.triton_models(params["kind"], params["name"], params["target"], ctx.inputs["hf"], family=params.get("family", ""))
     filled = values(ctx, models) if params["kind"] == "encoder" else llm_values(ctx)
     for model in models:
         render_model(model, filled, ctx.out)
@@ -163,6 +163,7 @@ def ensemble_values(ctx: StageContext) -> dict[str, object]:
         inputs.append(f'{{ name: "{role}" data_type: TYPE_STRING dims: [ 1 ] optional: true }}')
         outputs.append(f'{{ name: "{role}_embedding" data_type: TYPE_FP32 dims: [ {size} ] }}')
         routes.append(f'parameters {{ key: "{role}_model" value: {{ string_value: "{member}" }} }}')
+    search = params.get("index") or {"member": "", "top_k": 0}
     return {
         "name": params["name"],
         "max_batch_size": params["triton"]["max_batch_size"],
@@ -170,12 +171,16 @@ def ensemble_values(ctx: StageContext) -> dict[str, object]:
         "inputs": ",\n  ".join(inputs),
         "outputs": ",\n  ".join(outputs),
         "routes": "\n".join(routes),
+        "search_model": layout.search_model(params["name"]),
+        "index_role": search["member"],
+        "index_member": params["members"].get(search["member"], ""),
+        "top_k": search["top_k"],
     }
 
 
 def ensemble_action(ctx: StageContext) -> None:
     filled = ensemble_values(ctx)
-    models = layout.ensemble_models(ctx.params["name"])
+    models = layout.ensemble_models(ctx.params["name"], "index" in ctx.params)
     for model in models:
         render_model(model, filled, ctx.out)
     log.info("config: %s over %s", ctx.params["name"], ", ".join(f"{r}: {m}" for r, m in ctx.params["members"].items()))

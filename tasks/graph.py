@@ -13,8 +13,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from tasks import bench, config, convert, engine, engine_llm, export, fetch, layout, repo, toolchain, trtllm
-from tasks.schema import ModelSpec, calibration_file, load_models, prompts_file
+from tasks import bench, config, convert, engine, engine_llm, export, fetch, index, layout, repo, toolchain, trtllm
+from tasks.schema import ModelSpec, calibration_file, corpus_file, corpus_images, load_models, prompts_file
 from tasks.stage import Action, Stage, to_task
 
 log = logging.getLogger(__name__)
@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 BUILD = Path("build")
 REPOS = Path("repos")
 MODELS = Path("models")
-STAGE_ORDER = ("fetch", "convert", "export", "engine", "config", "repo", "bench")
+STAGE_ORDER = ("fetch", "convert", "export", "engine", "index", "config", "repo", "bench")
 # The engine keys the LLM templates read (the rest only shape trtllm-build's argv).
 LLM_CONFIG_ENGINE_KEYS = ("max_beam_width", "max_input_len", "max_output_len")
 
@@ -83,7 +83,8 @@ class ModelGraph:
 
     def config(self, deps: Mapping[str, Stage], params: Mapping[str, Any]) -> Stage:
         spec = self.spec
-        templates = layout.template_files(layout.triton_models(spec.kind, spec.name, self.target, None, spec.family))
+        models = layout.triton_models(spec.kind, spec.name, self.target, None, family=spec.family, searchable="index" in params)
+        templates = layout.template_files(models)
         full = {"name": spec.name, "kind": spec.kind, "family": spec.family, **params, "target": self.target, "code": config.CODE_VERSION}
         doc = f"Triton configs of {spec.name}"
         return self.stage("config", full, config.action, doc, deps=deps, files=[_rel(p) for p in templates], target=self.target)
@@ -91,7 +92,7 @@ class ModelGraph:
     def repo(self, deps: Mapping[str, Stage], members: Mapping[str, Any] | None = None) -> Stage:
         m = self.spec.name
         params: dict[str, Any] = {"name": m, "kind": self.spec.kind, "family": self.spec.family, "target": self.target}
-        params |= {"members": members} if members else {}
+        params |= {"members": members, "searchable": "index" in deps} if members else {}
         params["code"] = repo.CODE_VERSION
         doc = f"Triton repository repos/{m}"
         return self.stage("repo", params, repo.action, doc, deps=deps, target=self.target, out_dir=REPOS / m, meta_dir=BUILD / m / "repo")
@@ -173,20 +174,45 @@ MEMBER_STAGES = {"config": "config", "engine": "engine", "hf": "fetch"}
 
 
 def ensemble_stages(model: ModelGraph) -> None:
-    """Config and repository only: everything else comes from the members' own stages.
+    """Config, repository and an optional index: everything else comes from the members' own stages.
 
     The repository depends on each member's config, engine and checkpoint manifests, so a
     member's rebuilt engine rebuilds it, and nothing else of another model does.
     """
     graph, spec = model.graph, model.spec
     members = {role: name for role, name in spec.block("members").items() if name is not None}
-    member_configs = {role: graph.stage_of("config", name) for role, name in members.items()}
-    configured = model.config(member_configs, {"triton": spec.block("triton"), "members": members})
-    deps = {"config": configured}
+    families = {s.name: s.family for s in graph.specs}
+    described = {role: {"name": name, "family": families[name]} for role, name in members.items()}
+    config_params: dict[str, Any] = {"triton": spec.block("triton"), "members": members}
+    deps: dict[str, Stage] = {}
     for name in members.values():
         deps |= {f"{name}:{role}": graph.stage_of(stage, name) for role, stage in MEMBER_STAGES.items()}
-    families = {s.name: s.family for s in graph.specs}
-    model.repo(deps, {role: {"name": name, "family": families[name]} for role, name in members.items()})
+    corpus = corpus_file(spec)
+    if corpus is not None:
+        settings = spec.block("index")
+        config_params["index"] = {"member": settings["member"], "top_k": settings["top_k"]}
+        deps["index"] = ensemble_index(model, described[settings["member"]], corpus)
+    configured = model.config({role: graph.stage_of("config", name) for role, name in members.items()}, config_params)
+    model.repo({"config": configured, **deps}, described)
+
+
+def ensemble_index(model: ModelGraph, member: Mapping[str, str], corpus: Path) -> Stage:
+    """``index:<m>``: the corpus embedded by one member, served from that member's stage outputs."""
+    spec, graph = model.spec, model.graph
+    settings = spec.block("index")
+    tools = engine.trt_fingerprint() if model.target == "trt" else toolchain.package_versions(*bench.CPU_TOOLCHAIN)
+    params = {
+        "index": {k: settings[k] for k in ("member", "batch_size")},  # top_k is the search model's, not the index's
+        "member": member,
+        "corpus": _rel(corpus).as_posix(),
+        "target": model.target,
+        "toolchain": tools,
+        "code": index.CODE_VERSION,
+    }
+    deps = {role: graph.stage_of(stage, member["name"]) for role, stage in MEMBER_STAGES.items()}
+    files = [_rel(p) for p in (corpus, *corpus_images(spec))]
+    doc = f"vector index of {corpus} embedded by {member['name']}"
+    return model.stage("index", params, index.action, doc, deps=deps, files=files, target=model.target)
 
 
 BUILDERS: dict[str, Callable[[ModelGraph], None]] = {"encoder": encoder_stages, "llm": llm_stages, "ensemble": ensemble_stages}

@@ -56,17 +56,33 @@ def encoder_models(model: str, target: str, family: str) -> list[TritonModel]:
     return [TritonModel(model, "encoder/ensemble", empty_dirs=("1",)), front_model(model, family), encoder]
 
 
-def ensemble_models(name: str) -> list[TritonModel]:
+def ensemble_models(name: str, searchable: bool = False) -> list[TritonModel]:  # noqa: FBT001, FBT002
     """The models an ensemble adds on top of its members' (which keep their own names)."""
-    return [TritonModel(name, "ensemble/embeddings")]
+    models = [TritonModel(name, "ensemble/embeddings")]
+    if searchable:
+        index = tuple(Artifact("index", f, f"1/{f}") for f in ("embeddings.npy", "items.json", "index.json"))
+        models.append(TritonModel(search_model(name), "ensemble/search", index))
+    return models
 
 
-def triton_models(kind: str, name: str, target: str, hf_dir: Path | None, family: str = "") -> list[TritonModel]:
+def search_model(name: str) -> str:
+    return f"{name}_search"
+
+
+def triton_models(
+    kind: str,
+    name: str,
+    target: str,
+    hf_dir: Path | None,
+    *,
+    family: str = "",
+    searchable: bool = False,
+) -> list[TritonModel]:
     """The Triton models of a repository; ``hf_dir`` (None when only templates matter) lists the checkpoint files."""
     if kind == "encoder":
         return encoder_models(name, target, family)
     if kind == "ensemble":
-        return ensemble_models(name)
+        return ensemble_models(name, searchable)
     from tasks import llm_layout  # noqa: PLC0415 - llm_layout builds on this module
 
     files = [p.name for p in hf_dir.iterdir() if p.is_file()] if hf_dir is not None else []

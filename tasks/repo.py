@@ -70,12 +70,14 @@ def member_inputs(inputs: dict[str, Path], member: str) -> dict[str, Path]:
 
 def action(ctx: StageContext) -> None:
     params = ctx.params
-    models = layout.triton_models(params["kind"], params["name"], params["target"], ctx.inputs.get("hf"), params.get("family", ""))
+    searchable = bool(params.get("searchable"))
+    kind, name, family = params["kind"], params["name"], params.get("family", "")
+    models = layout.triton_models(kind, name, params["target"], ctx.inputs.get("hf"), family=family, searchable=searchable)
     copies = link_models(models, ctx.inputs, ctx.out, params["name"])
     # An ensemble's members are linked in whole, so repos/<ensemble> serves on its own.
     for member in params.get("members", {}).values():
         inputs = member_inputs(ctx.inputs, member["name"])
-        member_models = layout.triton_models("encoder", member["name"], params["target"], inputs["hf"], member["family"])
+        member_models = layout.triton_models("encoder", member["name"], params["target"], inputs["hf"], family=member["family"])
         copies += link_models(member_models, inputs, ctx.out, member["name"])
     ctx.record["copied_files"] = copies
     if copies:

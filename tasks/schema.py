@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]*")
 SHA_RE = re.compile(r"[0-9a-f]{40}")
-TOP_KEYS = ("name", "kind", "family", "source", "members", "export", "convert", "engine", "triton", "bench", "sweep")
+TOP_KEYS = ("name", "kind", "family", "source", "members", "index", "export", "convert", "engine", "triton", "bench", "sweep")
 KINDS = ("encoder", "llm", "ensemble")
 IMPLEMENTED_KINDS = {"encoder": ("bert", "clip-vision", "clip-text"), "llm": ("t5",), "ensemble": ()}
 # Which encoder families take images; the rest take text.
@@ -220,6 +220,13 @@ ENSEMBLE_BLOCKS: dict[str, dict[str, tuple[Check, Any]]] = {
         "instance_count": (integer(1), 1),
     },
 }
+# Optional: only an ensemble whose file has an index: block gets index:<m> and <m>_search.
+INDEX_FIELDS: dict[str, tuple[Check, Any]] = {
+    "member": (one_of(*MEMBER_ROLES), REQUIRED),
+    "corpus": (text, REQUIRED),
+    "top_k": (integer(1), 5),
+    "batch_size": (integer(1), 8),
+}
 LLM_BLOCKS: dict[str, dict[str, tuple[Check, Any]]] = {
     "convert": {
         "dtype": (one_of("float16", "bfloat16", "float32"), "float16"),
@@ -257,9 +264,15 @@ LLM_BLOCKS: dict[str, dict[str, tuple[Check, Any]]] = {
 }
 _SWEEP = "sweeps are not implemented yet"
 _MEMBERS = "only a kind: ensemble model has members"
+_INDEX = "only a kind: ensemble model has an index (index.member names one of its members)"
 NOT_FOR = {
-    "encoder": {"convert": "encoders are exported to ONNX (export:), not converted", "members": _MEMBERS, "sweep": _SWEEP},
-    "llm": {"export": "LLM checkpoints are converted (convert:), not exported to ONNX", "members": _MEMBERS, "sweep": _SWEEP},
+    "encoder": {"convert": "encoders are exported to ONNX (export:), not converted", "members": _MEMBERS, "index": _INDEX, "sweep": _SWEEP},
+    "llm": {
+        "export": "LLM checkpoints are converted (convert:), not exported to ONNX",
+        "members": _MEMBERS,
+        "index": _INDEX,
+        "sweep": _SWEEP,
+    },
     "ensemble": {
         "family": "an ensemble has no family; its members (members:) have one",
         "source": "an ensemble has no checkpoint; it serves its members' artifacts",
@@ -377,6 +390,17 @@ def _check_members(members: dict[str, Any], where: Where) -> None:
         raise where.error(f"expected different models per role, got {named}")
 
 
+def _check_index(raw: Any, blocks: dict[str, dict[str, Any]], where: Where) -> dict[str, Any]:  # noqa: ANN401 - raw YAML
+    index = check_block(raw, INDEX_FIELDS, where)
+    member = blocks["members"][index["member"]]
+    if member is None:
+        raise where.child("member").error(f"expected a role named in members: ({', '.join(r for r, m in blocks['members'].items() if m)})")
+    if index["batch_size"] > blocks["triton"]["max_batch_size"]:
+        msg = f"expected <= triton.max_batch_size ({blocks['triton']['max_batch_size']}), got {index['batch_size']}"
+        raise where.child("batch_size").error(msg)
+    return index
+
+
 def check_blocks(data: dict[str, Any], kind: str, family: str, where: Where) -> dict[str, dict[str, Any]]:
     """Every block of ``kind`` validated, defaults filled, cross-checked."""
     for key, why in _not_for(kind, family).items():
@@ -385,6 +409,8 @@ def check_blocks(data: dict[str, Any], kind: str, family: str, where: Where) -> 
     blocks = {block: check_block(data.get(block), fields, where.child(block)) for block, fields in kind_blocks(kind, family).items()}
     if kind == "ensemble":
         _check_members(blocks["members"], where.child("members"))
+        if "index" in data:
+            blocks["index"] = _check_index(data["index"], blocks, where.child("index"))
         return blocks
     if kind == "encoder":
         _check_encoder_engine(blocks["engine"], where.child("engine"))
@@ -462,6 +488,44 @@ def check_calibration(spec: ModelSpec) -> None:
     if path is not None and not path.is_file():
         msg = f"no such file: {path} (a TensorRT INT8 calibration cache, e.g. from polygraphy; relative to the model file)"
         raise Where(str(spec.file), "engine.calibration_cache").error(msg)
+
+
+def corpus_file(spec: ModelSpec) -> Path | None:
+    """``index.corpus`` resolved against the model file's folder (None: no index)."""
+    written = spec.block("index").get("corpus")
+    if written is None:
+        return None
+    path = Path(written)
+    return path if path.is_absolute() else spec.file.parent / path
+
+
+def corpus_items(spec: ModelSpec) -> list[str]:
+    """The corpus lines: texts, or image paths relative to the corpus file."""
+    path = corpus_file(spec)
+    if path is None:
+        return []
+    where = Where(str(spec.file), "index.corpus")
+    try:
+        items = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except (OSError, UnicodeDecodeError) as exc:
+        raise where.error(f"cannot read {path} ({exc}); expected a UTF-8 file with one item per line, relative to the model file") from None
+    if not items:
+        raise where.error(f"{path} has no items (one text, or one image path, per line)")
+    return items
+
+
+def corpus_images(spec: ModelSpec) -> list[Path]:
+    """For an image index: the image files the corpus lists (their bytes are the stage's inputs)."""
+    corpus = corpus_file(spec)
+    if corpus is None or spec.block("index")["member"] != "image":
+        return []
+    images = []
+    for number, item in enumerate(corpus_items(spec), start=1):
+        image = Path(item) if Path(item).is_absolute() else corpus.parent / item
+        if not image.is_file():
+            raise Where(str(spec.file), "index.corpus").error(f"{corpus}: line {number}: no such image file {image}")
+        images.append(image)
+    return images
 
 
 def check_prompts(spec: ModelSpec) -> None:
@@ -547,6 +611,8 @@ def load_model(path: Path, shown: str | None = None) -> ModelSpec:
     check_limits(spec, _checkpoint_config(source, path))
     check_prompts(spec)
     check_calibration(spec)
+    corpus_items(spec)
+    corpus_images(spec)
     return spec
 
 

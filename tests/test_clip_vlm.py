@@ -29,6 +29,16 @@ triton:
   max_batch_size: 8
 """
 TEXTS = ["a man is eating food", "a monkey is playing drums", "triton serves models on cpu and gpu"]
+CORPUS = [
+    "a man is eating food",
+    "a man is eating a piece of bread",
+    "the girl is carrying a baby",
+    "a man is riding a horse",
+    "a woman is playing violin",
+    "two men pushed carts through the woods",
+    "a monkey is playing drums",
+]
+INDEX = "index:\n  member: {role}\n  corpus: {corpus}\n  top_k: 3\n"
 
 
 def generated_images() -> list[bytes]:
@@ -84,21 +94,24 @@ def project(tiny_bert: Path, tiny_clip_vision: Path, tmp_path_factory: pytest.Te
     models = {
         "clipv": CLIP_VISION_YAML.format(name="clipv", path=tiny_clip_vision),
         "tiny": TINY_YAML.format(path=tiny_bert),
-        "vlm": VLM_YAML,
+        "vlm": VLM_YAML + INDEX.format(role="text", corpus="corpus.txt"),
     }
     root = copy_project(tmp_path_factory.mktemp("vlm"), models)
+    (root / "models/corpus.txt").write_text("\n".join(CORPUS) + "\n")
     result = run_doit(root, "build:vlm", "target=cpu")
     assert result.rc == 0, result.stdout + result.stderr
     members = {f"{stage}:{m}" for m in ("clipv", "tiny") for stage in ("fetch", "export", "engine", "config")}
-    assert result.executed == members | {"config:vlm", "repo:vlm"}
+    assert result.executed == members | {"index:vlm", "config:vlm", "repo:vlm"}
     return root
 
 
 def test_repository_holds_every_member_as_hardlinks(project: Path) -> None:
     repo = project / "repos/vlm"
     assert sorted(p.name for p in repo.iterdir()) == [
-        "clipv", "clipv_encoder", "clipv_preprocess", "tiny", "tiny_encoder", "tiny_tokenizer", "vlm",
+        "clipv", "clipv_encoder", "clipv_preprocess", "tiny", "tiny_encoder", "tiny_tokenizer", "vlm", "vlm_search",
     ]  # fmt: skip
+    index = repo / "vlm_search/1/embeddings.npy"
+    assert index.stat().st_ino == (project / "build/vlm/index/embeddings.npy").stat().st_ino
     assert not (project / "repos/clipv").exists()  # the members' own repositories were never needed
     for member in ("clipv", "tiny"):
         onnx = repo / f"{member}_encoder/1/model.onnx"
@@ -135,6 +148,44 @@ def test_served_alone_vlm_returns_what_was_sent_and_matches_pytorch(project: Pat
     assert cosine(after_error, expected).min() >= 0.9999  # a bad request does not stop the server
 
 
+def test_search_returns_the_exact_top_k_of_the_corpus(project: Path) -> None:
+    queries = [CORPUS[3], CORPUS[6], "a horse and a man"]
+    with TritonServer(project / "repos/vlm", "cpu", project / "build/test-triton.log") as server:
+        client = grpcclient.InferenceServerClient(server.grpc_url)
+        try:
+            found = client.infer("vlm_search", [strings("text", [q.encode() for q in queries])])
+            top_one = grpcclient.InferInput("top_k", [3, 1], "INT32")
+            top_one.set_data_from_numpy(np.ones((3, 1), dtype=np.int32))
+            best = client.infer("vlm_search", [strings("text", [q.encode() for q in queries]), top_one])
+            corpus = client.infer("tiny", [strings("text", [c.encode() for c in CORPUS])]).as_numpy("embedding")
+            embedded = client.infer("tiny", [strings("text", [q.encode() for q in queries])]).as_numpy("embedding")
+            top_one.set_data_from_numpy(np.full((3, 1), 8, dtype=np.int32))
+            with pytest.raises(InferenceServerException, match=r"top_k: expected 1\.\.7 \(the corpus size\), got 8"):
+                client.infer("vlm_search", [strings("text", [q.encode() for q in queries]), top_one])
+        finally:
+            client.close()
+    scores = unit(embedded) @ unit(corpus).T
+    expected = np.argsort(-scores, axis=1, kind="stable")[:, :3]
+    np.testing.assert_array_equal(found.as_numpy("ids"), expected)
+    np.testing.assert_allclose(found.as_numpy("scores"), np.take_along_axis(scores, expected, axis=1), atol=1e-5)
+    assert [[m.decode() for m in row] for row in found.as_numpy("matches")] == [[CORPUS[i] for i in row] for row in expected]
+    assert found.as_numpy("ids")[:2, 0].tolist() == [3, 6]  # a corpus sentence finds itself first
+    assert found.as_numpy("scores")[:2, 0] == pytest.approx([1.0, 1.0], abs=1e-5)
+    np.testing.assert_array_equal(best.as_numpy("ids"), expected[:, :1])
+
+
+def test_corpus_and_top_k_edits_rebuild_only_what_reads_them(project: Path) -> None:
+    corpus = project / "models/corpus.txt"
+    corpus.write_text(corpus.read_text() + "a cat sleeps on the sofa\n")
+    result = run_doit(project, "build:vlm", "target=cpu")
+    assert result.rc == 0, result.stdout + result.stderr
+    assert result.executed == {"index:vlm", "repo:vlm"}
+    edit(project / "models/vlm.yaml", "top_k: 3", "top_k: 2")
+    result = run_doit(project, "build:vlm", "target=cpu")
+    assert result.executed == {"config:vlm", "repo:vlm"}
+    assert 'string_value: "2"' in (project / "repos/vlm/vlm_search/config.pbtxt").read_text()
+
+
 def test_member_engine_edit_with_identical_bytes_stops_before_the_ensemble(project: Path) -> None:
     # On cpu the onnxruntime model does not depend on batch limits: engine re-runs, its bytes do not change.
     edit(project / "models/clipv.yaml", "opt_batch_size: 4", "opt_batch_size: 2")
@@ -164,19 +215,31 @@ def test_clip_text_is_a_one_file_member_for_cross_modal_search(
     models = {
         "clipv": CLIP_VISION_YAML.format(name="clipv", path=tiny_clip_vision),
         "clipt": CLIP_TEXT_YAML.format(name="clipt", path=tiny_clip_text),
-        "search": VLM_YAML.replace("name: vlm", "name: search").replace("text: tiny", "text: clipt"),
+        "search": VLM_YAML.replace("name: vlm", "name: search").replace("text: tiny", "text: clipt")
+        + INDEX.format(role="image", corpus="photos/list.txt"),
     }
     root = copy_project(tmp_path_factory.mktemp("clip-search"), models)
+    images = generated_images()
+    (root / "models/photos").mkdir()
+    for number, image in enumerate(images):
+        (root / f"models/photos/{number}.img").write_bytes(image)
+    (root / "models/photos/list.txt").write_text("0.img\n1.img\n2.img\n")
     result = run_doit(root, "build:search", "target=cpu")
     assert result.rc == 0, result.stdout + result.stderr
-    images = generated_images()
     with TritonServer(root / "repos/search", "cpu", root / "build/test-triton.log") as server:
         client = grpcclient.InferenceServerClient(server.grpc_url)
         try:
             inputs = [strings("image", images), strings("text", [c.encode() for c in CAPTIONS])]
             reply = client.infer("search", inputs)
+            found = client.infer("search_search", [strings("image", images[::-1])])
         finally:
             client.close()
+    # An image index: each photo finds itself first.
+    assert found.as_numpy("ids")[:, 0].tolist() == [2, 1, 0]
+    assert [row[0].decode() for row in found.as_numpy("matches")] == ["2.img", "1.img", "0.img"]
+    # A photo's bytes are an input of the index: replacing one rebuilds the index and the repository only.
+    (root / "models/photos/1.img").write_bytes(images[0])
+    assert run_doit(root, "build:search", "target=cpu").executed == {"index:search", "repo:search"}
     image, text = reply.as_numpy("image_embedding"), reply.as_numpy("text_embedding")
     expected_text = pytorch_text_embeds(tiny_clip_text, CAPTIONS)
     assert text.shape == (3, 24)

@@ -51,6 +51,7 @@ CASES = [
     ),
     ("family: bert", "family: clip-vision", f"{F}: engine.max_seq_len: unknown key (known: max_batch_size, opt_batch_size, precision,"),
     ("export:\n  opset: 18", "export:\n  opset: 18\nmembers:\n  text: tiny", f"{F}: members: only a kind: ensemble model has members"),
+    ("export:\n  opset: 18", "export:\n  opset: 18\nindex:\n  member: text", f"{F}: index: only a kind: ensemble model has an index"),
     ("source:\n  path:", "source:\n  pip: nope-not-installed\n  path:", f"{F}: source: expected exactly one of"),
     ("source:\n  path: ", "source:\n  hf: google/flan-t5-small\n  oops: ", f"{F}: source.oops: unknown key for a hf source"),
     ("source:\n  path: ", "source:\n  hf: ", f"{F}: source.revision: required: a commit sha, or a branch written explicitly"),
@@ -254,6 +255,18 @@ ENSEMBLE_CASES = [
     ("kind: ensemble", "kind: ensemble\nbench:\n  concurrency: [1]", f"{V}: bench: benchmarks of an ensemble are not implemented yet"),
     ("kind: ensemble", "kind: ensemble\nengine: {}", f"{V}: engine: an ensemble is built from its members' artifacts"),
     ("kind: ensemble", "kind: ensemble\nsource:\n  path: x", f"{V}: source: an ensemble has no checkpoint"),
+    (
+        "kind: ensemble",
+        "kind: ensemble\nindex:\n  member: image\n  corpus: c.txt",
+        f"{V}: index.member: expected a role named in members: (text)",
+    ),
+    ("kind: ensemble", "kind: ensemble\nindex:\n  member: text", f"{V}: index.corpus: required key is missing"),
+    ("kind: ensemble", "kind: ensemble\nindex:\n  member: text\n  corpus: c.txt", f"{V}: index.corpus: cannot read models/c.txt"),
+    (
+        "kind: ensemble",
+        "kind: ensemble\nindex:\n  member: text\n  corpus: c.txt\n  batch_size: 9",
+        f"{V}: index.batch_size: expected <= triton.max_batch_size (8), got 9",
+    ),
 ]
 
 
