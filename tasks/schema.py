@@ -465,22 +465,23 @@ def check_limits(spec: ModelSpec, hf_config: Mapping[str, Any] | None) -> None:
         raise where.error(f"expected <= {limit} (max_position_embeddings of the checkpoint), got {seq}")
 
 
-def prompts_file(spec: ModelSpec) -> Path | None:
-    """``bench.prompts`` resolved against the model file's folder (None: synthetic prompts)."""
-    written = spec.block("bench").get("prompts")
+def model_relative(spec: ModelSpec, block: str, key: str) -> Path | None:
+    """A path written in the model file, resolved against the file's folder (None when unset)."""
+    written = spec.block(block).get(key)
     if written is None:
         return None
     path = Path(written)
     return path if path.is_absolute() else spec.file.parent / path
+
+
+def prompts_file(spec: ModelSpec) -> Path | None:
+    """``bench.prompts`` (None: synthetic prompts)."""
+    return model_relative(spec, "bench", "prompts")
 
 
 def calibration_file(spec: ModelSpec) -> Path | None:
-    """``engine.calibration_cache`` resolved against the model file's folder."""
-    written = spec.block("engine").get("calibration_cache")
-    if written is None:
-        return None
-    path = Path(written)
-    return path if path.is_absolute() else spec.file.parent / path
+    """``engine.calibration_cache``."""
+    return model_relative(spec, "engine", "calibration_cache")
 
 
 def check_calibration(spec: ModelSpec) -> None:
@@ -491,12 +492,8 @@ def check_calibration(spec: ModelSpec) -> None:
 
 
 def corpus_file(spec: ModelSpec) -> Path | None:
-    """``index.corpus`` resolved against the model file's folder (None: no index)."""
-    written = spec.block("index").get("corpus")
-    if written is None:
-        return None
-    path = Path(written)
-    return path if path.is_absolute() else spec.file.parent / path
+    """``index.corpus`` (None: no index)."""
+    return model_relative(spec, "index", "corpus")
 
 
 def corpus_items(spec: ModelSpec) -> list[str]:

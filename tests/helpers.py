@@ -95,24 +95,28 @@ triton:
 """
 
 
+# Training text of the tiny tokenizers; also a small search corpus.
+SENTENCES = [
+    "a man is eating food",
+    "a man is eating a piece of bread",
+    "the girl is carrying a baby",
+    "a man is riding a horse",
+    "a woman is playing violin",
+    "two men pushed carts through the woods",
+    "a man is riding a white horse on an enclosed ground",
+    "a monkey is playing drums",
+    "someone in a gorilla costume is playing a set of drums",
+    "triton serves models on cpu and gpu",
+]
+
+
 def build_tiny_bert(folder: Path) -> Path:
     """A random 2-layer BERT with a WordPiece tokenizer trained offline; saved as an HF folder."""
     import torch
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
     from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
 
-    corpus = [
-        "a man is eating food",
-        "a man is eating a piece of bread",
-        "the girl is carrying a baby",
-        "a man is riding a horse",
-        "a woman is playing violin",
-        "two men pushed carts through the woods",
-        "a man is riding a white horse on an enclosed ground",
-        "a monkey is playing drums",
-        "someone in a gorilla costume is playing a set of drums",
-        "triton serves models on cpu and gpu",
-    ]
+    corpus = SENTENCES
     tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
     tok.normalizer = normalizers.BertNormalizer(lowercase=True)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()

@@ -17,7 +17,7 @@ from PIL import Image
 from tritonclient.utils import InferenceServerException
 
 from tasks.launcher import TritonServer
-from tests.helpers import CLIP_TEXT_YAML, CLIP_VISION_YAML, TINY_YAML, copy_project, edit, run_doit
+from tests.helpers import CLIP_TEXT_YAML, CLIP_VISION_YAML, SENTENCES, TINY_YAML, copy_project, edit, run_doit
 
 VLM_YAML = """\
 name: vlm
@@ -29,15 +29,7 @@ triton:
   max_batch_size: 8
 """
 TEXTS = ["a man is eating food", "a monkey is playing drums", "triton serves models on cpu and gpu"]
-CORPUS = [
-    "a man is eating food",
-    "a man is eating a piece of bread",
-    "the girl is carrying a baby",
-    "a man is riding a horse",
-    "a woman is playing violin",
-    "two men pushed carts through the woods",
-    "a monkey is playing drums",
-]
+CORPUS = SENTENCES[:6] + SENTENCES[7:8]  # 7 items; "a monkey is playing drums" is row 6
 INDEX = "index:\n  member: {role}\n  corpus: {corpus}\n  top_k: 3\n"
 
 
