@@ -24,7 +24,7 @@ from safetensors.torch import load_file, save_file
 from torch.nn import functional
 
 from tasks import convert as convert_stage
-from tasks.converters import Settings, t5
+from tasks.converters import Settings, sharding, t5
 from tasks.converters.safetensors_stream import Planned, open_checkpoint, write_safetensors
 from tasks.errors import UserError
 from tasks.stage import Stage, StageContext
@@ -401,7 +401,7 @@ def test_half_precision_is_the_fp32_result_cast(
     dtype: str, checkpoints: dict[str, Path], converted: dict[str, Path], tmp_path: Path
 ) -> None:
     out = convert(checkpoints["flan"], tmp_path / dtype, dtype=dtype)
-    target = t5.DTYPES[dtype]
+    target = sharding.DTYPES[dtype]
     for component in ("encoder", "decoder"):
         half, full = load_file(out / component / "rank0.safetensors"), load_file(converted["flan"] / component / "rank0.safetensors")
         assert set(half) == set(full)

@@ -17,20 +17,18 @@ import json
 import logging
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
-from enum import Enum, IntEnum
+from dataclasses import dataclass
+from enum import IntEnum
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from tasks.converters import Converted, Settings
-from tasks.converters.safetensors_stream import Checkpoint, Planned, open_checkpoint, write_safetensors
+from tasks.converters.safetensors_stream import Checkpoint, open_checkpoint, write_safetensors
+from tasks.converters.sharding import Rule, Split, check_sources, padded_vocab, rank_plan
 from tasks.errors import UserError
 
 log = logging.getLogger(__name__)
 
-DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 ARCHITECTURE = "T5ForConditionalGeneration"
 MODEL_TYPE = "t5"
 
@@ -290,30 +288,6 @@ def _derived_keys(spec: T5Spec, settings: Settings) -> dict[str, Any]:
 # --- weights ------------------------------------------------------------------------------------
 
 
-class Split(Enum):
-    """How a tensor is divided between tensor-parallel ranks."""
-
-    REPLICATE = "replicate"  # every rank holds all of it
-    OUT = "out"  # dim 0: heads, d_ff or vocab rows (column-parallel)
-    IN = "in"  # dim 1: the input dim of row-parallel layers
-    QKV = "qkv"  # q, k and v each split on heads, then stacked [q; k; v]
-
-
-@dataclass(frozen=True)
-class Rule:
-    """One TRT-LLM tensor: its name, HF sources (templates), split and the source shape in symbolic dims."""
-
-    target: str
-    sources: tuple[str, ...]
-    split: Split
-    shape: tuple[str, ...]
-    transpose: bool = False
-    pad_rows: bool = False  # vocab rows padded up to a multiple of tp_size
-
-    def format(self, **names: object) -> Rule:
-        return replace(self, target=self.target.format(**names), sources=tuple(s.format(**names) for s in self.sources))
-
-
 @dataclass(frozen=True)
 class Component:
     """Encoder or decoder: where its HF tensors are and what TRT-LLM calls its modules."""
@@ -397,77 +371,6 @@ def lm_head_source(ckpt: Checkpoint) -> str:
     return "lm_head.weight" if "lm_head.weight" in ckpt else "shared.weight"
 
 
-def check_sources(ckpt: Checkpoint, rules: list[Rule], spec: T5Spec, where: str) -> None:
-    """Every source tensor exists, is floating point and has the shape config.json implies: checked before writing."""
-    dims = spec.dims
-    missing = sorted({src for rule in rules for src in rule.sources if src not in ckpt})
-    if missing:
-        more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""  # noqa: PLR2004 - a readable line
-        raise UserError(where, f"{ckpt.folder}: the checkpoint lacks {', '.join(missing[:3])}{more} (is it a complete T5 checkpoint?)")
-    for rule in rules:
-        expected = tuple(dims[d] for d in rule.shape)
-        for src in rule.sources:
-            info = ckpt.info(src)
-            if info.shape != expected:
-                raise UserError(where, f"{ckpt.folder}: {src} has shape {list(info.shape)}, config.json implies {list(expected)}")
-            if not info.dtype.is_floating_point:
-                raise UserError(where, f"{ckpt.folder}: {src} is {info.code}; only float checkpoints can be converted")
-
-
-def padded_vocab(vocab_size: int, tp: int) -> int:
-    """The vocab rounded up to a multiple of tp_size (TRT-LLM's pad_vocab_size rule)."""
-    return -(-vocab_size // tp) * tp
-
-
-def _rows(rows: int, rule: Rule, tp: int) -> int:
-    """Rows of the full tensor after padding (vocab only)."""
-    return padded_vocab(rows, tp) if rule.pad_rows else rows
-
-
-def shard_shape(source: tuple[int, ...], rule: Rule, tp: int) -> tuple[int, ...]:
-    """Shape of one rank's tensor, from the HF source shape."""
-    shape = source[::-1] if rule.transpose else source
-    if rule.split is Split.REPLICATE:
-        return shape
-    if rule.split is Split.IN:
-        return (shape[0], shape[1] // tp)
-    rows = _rows(shape[0], rule, tp) // tp
-    return (len(rule.sources) * rows, *shape[1:])
-
-
-def _shard(tensor: torch.Tensor, rule: Rule, rank: int, tp: int) -> torch.Tensor:
-    if rule.transpose:
-        tensor = tensor.t()
-    if rule.split is Split.REPLICATE:
-        return tensor
-    dim = 1 if rule.split is Split.IN else 0
-    padded = _rows(tensor.shape[0], rule, tp)
-    if padded != tensor.shape[0]:
-        # Zero rows for the padded ids, as TRT-LLM pads decoder-only lm_heads; config.json keeps the real vocab_size.
-        tensor = torch.cat([tensor, tensor.new_zeros(padded - tensor.shape[0], *tensor.shape[1:])])
-    size = tensor.shape[dim] // tp
-    return tensor.narrow(dim, rank * size, size)
-
-
-def _producer(ckpt: Checkpoint, rule: Rule, rank: int, tp: int, dtype: torch.dtype) -> Callable[[], torch.Tensor]:
-    def produce() -> torch.Tensor:
-        # QKV reads q, k, v together (one layer); every other rule reads one tensor.
-        parts = [_shard(ckpt.load(src), rule, rank, tp) for src in rule.sources]
-        joined = parts[0] if len(parts) == 1 else torch.cat(parts)
-        return joined.to(dtype).contiguous()
-
-    return produce
-
-
-def rank_plan(ckpt: Checkpoint, rules: list[Rule], rank: int, settings: Settings) -> list[Planned]:
-    """The rank file's tensors: shapes from the headers now, data only when the writer asks."""
-    tp, dtype = settings.tp_size, DTYPES[settings.dtype]
-    return [
-        Planned(rule.target, shard_shape(ckpt.info(rule.sources[0]).shape, rule, tp), dtype, _producer(ckpt, rule, rank, tp, dtype))
-        for rule in rules
-    ]
-
-
 def component_config(component: Component, spec: T5Spec, settings: Settings) -> dict[str, Any]:
     """config.json of the encoder or decoder, keys in TRT-LLM's order."""
     values = {**_FIXED_KEYS, **_derived_keys(spec, settings), "architecture": component.architecture}
@@ -503,7 +406,7 @@ def convert(source: Path, out: Path, settings: Settings, where: str) -> Converte
     check_parallel(spec, settings, where)
     with open_checkpoint(source, where) as ckpt:
         for component in COMPONENTS:
-            check_sources(ckpt, component_rules(component, spec, lm_head_source(ckpt)), spec, where)
+            check_sources(ckpt, component_rules(component, spec, lm_head_source(ckpt)), spec.dims, "T5", where)
         padded = padded_vocab(spec.vocab_size, settings.tp_size)
         if padded != spec.vocab_size:
             log.warning("convert: lm_head padded from %d to %d rows (a multiple of tp_size %d)", spec.vocab_size, padded, settings.tp_size)
