@@ -487,7 +487,7 @@ def test_stage_action_unknown_family(checkpoints: dict[str, Path], tmp_path: Pat
     ctx = stage_context(
         checkpoints["flan"], tmp_path / "work", {"convert": {"dtype": "float32", "tp_size": 1, "pp_size": 1}, "family": "bert"}
     )
-    with pytest.raises(UserError, match=r"family 'bert' has no checkpoint converter \(available: t5\)"):
+    with pytest.raises(UserError, match=r"family 'bert' has no checkpoint converter \(available: gemma, gpt2, llama, t5\)"):
         convert_stage.action(ctx)
 
 

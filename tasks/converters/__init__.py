@@ -1,6 +1,6 @@
 """Checkpoint converters: Hugging Face folders -> TensorRT-LLM checkpoints, one module per family.
 
-A family module exposes ``convert(source, out, settings, where) -> Converted``.  Modules are
+A family's converter is ``convert(source, out, settings, where) -> Converted``.  Modules are
 imported only when a conversion runs: they import torch, which costs seconds that listing
 the build graph should not pay.
 """
@@ -16,8 +16,13 @@ from typing import Any, Protocol, cast
 from tasks.errors import UserError
 
 DTYPE_NAMES = ("float32", "float16", "bfloat16")
-# family (the model YAML's ``family``) -> module holding its ``convert``.
-FAMILIES: dict[str, str] = {"t5": "tasks.converters.t5"}
+# family (the model YAML's ``family``) -> "module:function" converting it.
+FAMILIES: dict[str, str] = {
+    "t5": "tasks.converters.t5:convert",
+    "gpt2": "tasks.converters.decoder:convert_gpt2",
+    "llama": "tasks.converters.decoder:convert_llama",
+    "gemma": "tasks.converters.decoder:convert_gemma",
+}
 
 
 @dataclass(frozen=True)
@@ -63,8 +68,9 @@ class Converter(Protocol):
 
 
 def converter(family: str, where: str) -> Converter:
-    """The ``convert`` function of a family's module."""
-    module = FAMILIES.get(family)
-    if module is None:
+    """The converter function of a family."""
+    target = FAMILIES.get(family)
+    if target is None:
         raise UserError(where, f"family {family!r} has no checkpoint converter (available: {', '.join(sorted(FAMILIES))})")
-    return cast("Converter", importlib.import_module(module).convert)
+    module, _, function = target.partition(":")
+    return cast("Converter", getattr(importlib.import_module(module), function))

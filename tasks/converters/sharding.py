@@ -152,8 +152,10 @@ def check_sources(ckpt: Checkpoint, rules: list[Rule], dims: Mapping[str, int], 
         more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""  # noqa: PLR2004 - a readable line
         raise UserError(where, f"{ckpt.folder}: the checkpoint lacks {', '.join(missing[:3])}{more} (is it a complete {what} checkpoint?)")
     for rule in rules:
-        expected = tuple(dims[d] for d in rule.shape)
-        for src in rule.sources:
+        for index, src in enumerate(rule.sources):
+            expected = tuple(dims[d] for d in rule.shape)
+            if rule.heads and not rule.fused:  # k and v of grouped-query attention have fewer rows than q
+                expected = (_qkv_rows(rule, index, expected[0]), *expected[1:])
             info = ckpt.info(src)
             if info.shape != expected:
                 raise UserError(where, f"{ckpt.folder}: {src} has shape {list(info.shape)}, config.json implies {list(expected)}")
