@@ -432,3 +432,85 @@ def _t5_conflict(name: str, value: object, components: tuple[str, ...]) -> str |
         if want is not None and str(value) != want[0]:
             return f"T5 requires {name} {want[0]} for the {component}: {want[1]}"
     return None
+
+
+# ---- decoder-only (GPT-2, Llama, Gemma) ---------------------------------------------------------
+
+_WHY_INFLIGHT = "the tensorrt_llm backend's in-flight batching runs decoder engines only with a paged KV cache on packed inputs"
+DECODER_FAMILIES = ("gpt2", "llama", "gemma")
+
+
+def decoder_requirements() -> dict[str, tuple[str, str]]:
+    """Settings a decoder-only engine served by Triton cannot do without: flag -> (value, why)."""
+    return {"remove_input_padding": ("enable", _WHY_INFLIGHT), "kv_cache_type": ("paged", _WHY_INFLIGHT)}
+
+
+def decoder_settings(family: str, engine: Mapping[str, Any], dtype: str) -> list[tuple[str, str]]:
+    """A family's build settings in argv order: the ones its TRT-LLM example and Triton guide pass.
+
+    Every family: attention and GEMM plugins at the checkpoint dtype, packed inputs, paged KV
+    cache; the rope families (Llama, Gemma) also name fused attention, as their guides do.
+    ``max_seq_len`` is the prompt plus the output.
+    """
+    if family not in DECODER_FAMILIES:
+        raise ValueError(f"family must be one of {DECODER_FAMILIES}, got {family!r}")
+    settings = [
+        ("max_batch_size", str(engine["max_batch_size"])),
+        ("max_beam_width", str(engine["max_beam_width"])),
+        ("max_input_len", str(engine["max_input_len"])),
+        ("max_seq_len", str(engine["max_input_len"] + engine["max_output_len"])),
+        ("gpt_attention_plugin", dtype),
+        ("gemm_plugin", dtype),
+        ("remove_input_padding", "enable"),
+        ("kv_cache_type", "paged"),
+    ]
+    if family != "gpt2":
+        settings.append(("context_fmha", "enable"))
+    if engine.get("max_num_tokens") is not None:
+        settings.append(("max_num_tokens", str(engine["max_num_tokens"])))
+    return settings
+
+
+def decoder_argv(  # noqa: PLR0917 - mirrors t5_argv
+    binary: Path,
+    family: str,
+    checkpoint_dir: Path,
+    output_dir: Path,
+    engine: Mapping[str, Any],
+    dtype: str,
+    table: FlagTable,
+    *,
+    workers: int = 1,
+    timing_cache: Path | None = None,
+) -> list[str]:
+    """The full trtllm-build command of a decoder-only checkpoint (every rank in one run, ``--workers``).
+
+    Order: paths, the family's settings, ``--workers``, the timing cache, validated user
+    flags (``engine.flags``; a flag naming a setting replaces it in place unless serving
+    requires its value), ``engine.extra_args``.
+    """
+    settings = dict(decoder_settings(family, engine, dtype))
+    if workers > 1:
+        settings["workers"] = str(workers)
+    if timing_cache is not None:
+        settings["output_timing_cache"] = str(timing_cache)
+    required = decoder_requirements()
+    extra: dict[str, list[str]] = {}
+    for name, value in engine.get("flags", {}).items():
+        key = f"engine.flags.{name}"
+        problem = check_value(str(name), value, table)
+        if problem:
+            raise UserError(key, problem)
+        canonical = table.canonical(str(name))
+        if canonical in required and str(value) != required[canonical][0]:
+            raise UserError(key, f"Triton's tensorrt_llm backend requires {canonical} {required[canonical][0]}: {required[canonical][1]}")
+        if canonical in settings:
+            settings[canonical] = str(value)
+        else:
+            extra[canonical] = _render(canonical, value, table.flags[canonical])
+    argv = [str(binary), "--checkpoint_dir", str(checkpoint_dir), "--output_dir", str(output_dir)]
+    for name, value in settings.items():
+        argv += [f"--{name}", value]
+    for items in extra.values():
+        argv += items
+    return argv + [str(arg) for arg in engine.get("extra_args", [])]
