@@ -1,8 +1,8 @@
-"""engine (kind llm, family t5): TensorRT-LLM engines, or none on cpu.
+"""engine (kind llm): TensorRT-LLM engines, or none on cpu.
 
-trt: ``trtllm-build`` builds ``encoder/`` and ``decoder/`` (each config.json plus
-rank{r}.engine) from the converted checkpoint, with the settings T5 requires and
-the user's validated flags.
+trt: ``trtllm-build`` builds, from the converted checkpoint, ``encoder/`` and ``decoder/``
+for T5 or ``engine/`` for a decoder-only family (each config.json plus rank{r}.engine),
+with the settings the family requires and the user's validated flags.
 cpu: no engine.  The cpu repository serves the HF checkpoint through a python-backend
 stand-in of the tensorrt_llm model, so this stage only writes a small note whose bytes
 never change (editing engine limits re-runs this stage and stops there).
@@ -31,6 +31,8 @@ CPU_ENGINE = {
     "reason": "target cpu serves the HF checkpoint with a python-backend stand-in of the tensorrt_llm model",
 }
 DTYPES = ("float16", "bfloat16", "float32")
+# Where a decoder-only family's engine goes (T5 has encoder/ and decoder/).
+DECODER_ONLY_DIR = "engine"
 
 
 @dataclass(frozen=True)
@@ -103,29 +105,40 @@ def engine_version(out: Path, part: Component, where: str) -> str:
     return version
 
 
+def _parts(ctx: StageContext, family: str, where: str) -> list[Component]:
+    checkpoint = ctx.inputs["checkpoint"]
+    if family == "t5":
+        return [read_component(checkpoint / name, where) for name in trtllm.COMPONENTS]
+    part = read_component(checkpoint, where)
+    return [Component(DECODER_ONLY_DIR, part.folder, part.dtype, part.world_size, part.tp_size, part.pp_size)]
+
+
+def _argv(ctx: StageContext, family: str, part: Component, binary: Path, table: trtllm.FlagTable) -> list[str]:
+    engine = ctx.params["engine"]
+    cache = ctx.log_path(f"engine-{part.name}").with_suffix(".timing-cache")
+    out = ctx.out / part.name
+    if family == "t5":
+        return trtllm.t5_argv(binary, part.name, part.folder, out, engine, part.dtype, table, workers=part.world_size, timing_cache=cache)
+    return trtllm.decoder_argv(binary, family, part.folder, out, engine, part.dtype, table, workers=part.world_size, timing_cache=cache)
+
+
 def build_trt(ctx: StageContext) -> None:
     where = ctx.stage.task_name
     binary = toolchain.find_trtllm_build()
     if binary is None:
         msg = "trtllm-build not found on PATH (target trt); run inside the pinned Triton TRT-LLM image or use target=cpu"
         raise UserError(where, msg)
-    engine = ctx.params["engine"]
-    parts = [read_component(ctx.inputs["checkpoint"] / name, where) for name in trtllm.COMPONENTS]
+    engine, family = ctx.params["engine"], ctx.params.get("family", "t5")
+    parts = _parts(ctx, family, where)
     check_gpus(parts, where)
     table = trtllm.installed_table(binary)
     if table.version in ("unknown", "not installed"):
         raise UserError(where, f"cannot read the TensorRT-LLM version (no tensorrt_llm package metadata, no version in {binary} --help)")
     # trtllm-build builds every rank of the checkpoint itself, one process per worker and GPU;
     # it is not wrapped in mpirun (serving is where mpirun belongs: one rank per process).
-    argvs = {
-        part.name: trtllm.t5_argv(
-            binary, part.name, part.folder, ctx.out / part.name, engine, part.dtype, table,
-            workers=part.world_size, timing_cache=ctx.log_path(f"engine-{part.name}").with_suffix(".timing-cache"),
-        )
-        for part in parts
-    }  # fmt: skip
+    argvs = {part.name: _argv(ctx, family, part, binary, table) for part in parts}
     if engine["extra_args"]:
-        log.warning("engine: passing engine.extra_args to both trtllm-build runs unchecked: %s", " ".join(engine["extra_args"]))
+        log.warning("engine: passing engine.extra_args to trtllm-build unchecked: %s", " ".join(engine["extra_args"]))
     for part in parts:
         run_tool(argvs[part.name], ctx.log_path(f"engine-{part.name}"), where)
         built = engine_version(ctx.out / part.name, part, where)

@@ -156,7 +156,8 @@ def llm_stages(model: ModelGraph) -> None:
     )  # fmt: skip
     tools = trtllm.trt_fingerprint() if target == "trt" else {}
     built = model.stage(
-        "engine", {"engine": spec.block("engine"), "target": target, "toolchain": tools, "code": engine_llm.CODE_VERSION},
+        "engine",
+        {"engine": spec.block("engine"), "family": spec.family, "target": target, "toolchain": tools, "code": engine_llm.CODE_VERSION},
         engine_llm.action, f"{target} engines of {spec.name}", deps={"checkpoint": converted}, target=target,
     )  # fmt: skip
     engine_keys = {k: spec.block("engine")[k] for k in LLM_CONFIG_ENGINE_KEYS}

@@ -19,8 +19,10 @@ MODEL_NAMES = ("ensemble", "preprocessing", "tensorrt_llm", "postprocessing", "t
 # Where the python models find their files, relative to the Triton model directory.
 TOKENIZER_DIR = "1/tokenizer"
 HF_DIR = "1/hf"
-# The engine stage's output holds one engine directory per half of an encoder-decoder model.
+# The engine stage's output holds one engine directory per half of an encoder-decoder model,
+# or one for a decoder-only model.
 ENGINE_DIRS = ("encoder", "decoder")
+DECODER_ONLY_DIRS = ("engine",)
 # HF files that make up a tokenizer; everything else of a checkpoint is of no use to pre/postprocessing.
 TOKENIZER_FILES = frozenset(
     {
@@ -51,15 +53,17 @@ def _hf_links(files: Sequence[str], dest: str) -> tuple[layout.Artifact, ...]:
     return tuple(layout.Artifact("hf", name, f"{dest}/{name}") for name in files)
 
 
-def llm_models(target: str, *, tokenizer_files: Sequence[str], hf_files: Sequence[str]) -> list[layout.TritonModel]:
+def llm_models(
+    target: str, *, tokenizer_files: Sequence[str], hf_files: Sequence[str], engine_dirs: Sequence[str] = ENGINE_DIRS
+) -> list[layout.TritonModel]:
     """The five models of the repository, in the order ensemble, preprocessing, tensorrt_llm, postprocessing, BLS.
 
     ``tokenizer_files`` are linked into ``preprocessing/1/tokenizer/`` and ``postprocessing/1/tokenizer/``;
-    ``hf_files`` (cpu only) into ``tensorrt_llm/1/hf/``.  On trt, the engine stage's ``encoder/`` and
-    ``decoder/`` directories become ``tensorrt_llm/1/encoder/`` and ``tensorrt_llm/1/decoder/``.
+    ``hf_files`` (cpu only) into ``tensorrt_llm/1/hf/``.  On trt, the engine stage's ``engine_dirs``
+    (``encoder/`` and ``decoder/``, or ``engine/``) become ``tensorrt_llm/1/<dir>/``.
     """
     if target == "trt":
-        engines = tuple(layout.Artifact("engine", d, f"1/{d}") for d in ENGINE_DIRS)
+        engines = tuple(layout.Artifact("engine", d, f"1/{d}") for d in engine_dirs)
         tensorrt_llm = layout.TritonModel("tensorrt_llm", "llm/tensorrt_llm_trt", engines)
     elif target == "cpu":
         tensorrt_llm = layout.TritonModel("tensorrt_llm", "llm/tensorrt_llm_cpu", _hf_links(hf_files, HF_DIR))
@@ -106,9 +110,19 @@ def template_values(  # noqa: PLR0917 - the config stage's call, one argument pe
         if any(c in str(repo_dir) for c in '"\\\n'):
             # The engine paths become pbtxt string literals.
             raise UserError(name, f"the repository path {str(repo_dir)!r} holds a quote, backslash or newline; move the project")
-        if not hf_config.get("is_encoder_decoder", False):
-            raise UserError(name, "target trt: only encoder-decoder checkpoints (T5) have a tensorrt_llm template so far")
+    encoder_decoder = bool(hf_config.get("is_encoder_decoder", False))
     engine_root = repo_dir / "tensorrt_llm" / "1"
+    main_engine = engine_root / ("decoder" if encoder_decoder else DECODER_ONLY_DIRS[0])
+    # Triton refuses an ensemble tensor nobody reads: decoder-only repositories carry no decoder prompt at all.
+    decoder_in = (
+        'input_map { key: "decoder_input_ids" value: "_decoder_input_ids" } '
+        'input_map { key: "decoder_input_lengths" value: "_decoder_input_lengths" }'
+    )
+    decoder_out = (
+        'output_map { key: "DECODER_INPUT_ID" value: "_decoder_input_ids" } '
+        'output_map { key: "REQUEST_DECODER_INPUT_LEN" value: "_decoder_input_lengths" }'
+    )
+    no_decoder = "# decoder-only: no decoder prompt"
     return {
         "name": name,
         "max_batch_size": triton["max_batch_size"],
@@ -118,10 +132,16 @@ def template_values(  # noqa: PLR0917 - the config stage's call, one argument pe
         "max_beam_width": engine.get("max_beam_width", 1),
         "max_input_len": engine["max_input_len"],
         "max_output_len": engine["max_output_len"],
-        "encoder_engine_dir": str(engine_root / "encoder"),
-        "decoder_engine_dir": str(engine_root / "decoder"),
+        "decoder_engine_dir": str(main_engine),
+        "encoder_model_path_parameter": _optional_parameter("encoder_model_path", engine_root / "encoder" if encoder_decoder else None),
         "kv_cache_free_gpu_mem_fraction": triton["kv_cache_free_gpu_mem_fraction"],
-        "cross_kv_cache_fraction": triton["cross_kv_cache_fraction"],
+        # Cross-attention KV cache exists only in encoder-decoder models.
+        "cross_kv_cache_fraction_parameter": _optional_parameter(
+            "cross_kv_cache_fraction", triton["cross_kv_cache_fraction"] if encoder_decoder else None
+        ),
+        "encoder_decoder": _bool(encoder_decoder),
+        "decoder_input_maps": decoder_in if encoder_decoder else no_decoder,
+        "decoder_output_maps": decoder_out if encoder_decoder else no_decoder,
         "batch_scheduler_policy": triton["batch_scheduler_policy"],
         "max_tokens_in_paged_kv_cache_parameter": _optional_parameter(
             "max_tokens_in_paged_kv_cache", triton.get("max_tokens_in_paged_kv_cache")

@@ -25,7 +25,7 @@ NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]*")
 SHA_RE = re.compile(r"[0-9a-f]{40}")
 TOP_KEYS = ("name", "kind", "family", "source", "members", "index", "export", "convert", "engine", "triton", "bench", "sweep")
 KINDS = ("encoder", "llm", "ensemble")
-IMPLEMENTED_KINDS = {"encoder": ("bert", "clip-vision", "clip-text"), "llm": ("t5",), "ensemble": ()}
+IMPLEMENTED_KINDS = {"encoder": ("bert", "clip-vision", "clip-text"), "llm": ("t5", "gpt2", "llama", "gemma"), "ensemble": ()}
 # Which encoder families take images; the rest take text.
 IMAGE_FAMILIES = ("clip-vision",)
 MEMBER_ROLES = {"image": "an image encoder (family clip-vision)", "text": "a text encoder (family bert or clip-text)"}
@@ -352,6 +352,12 @@ def _check_triton(triton: dict[str, Any], engine: dict[str, Any], where: Where) 
 
 def _check_llm(blocks: dict[str, dict[str, Any]], family: str, where: Where) -> None:
     convert = blocks["convert"]
+    if family != "t5":
+        for key in ("encoder_flags", "decoder_flags"):
+            if blocks["engine"][key]:
+                raise where.child(f"engine.{key}").error(
+                    f"only for encoder-decoder models (family t5); a {family} model has one engine: use engine.flags"
+                )
     if family == "t5" and convert["pp_size"] != 1:
         msg = (
             "expected 1 for encoder-decoder models (TRT-LLM's C++ runtime and Triton do not support "

@@ -421,8 +421,17 @@ def check_engine_flags(engine: Mapping[str, Any], family: str = "t5") -> tuple[s
             problem = check_value(str(name), value, table)
             if problem is None and family == "t5":
                 problem = _t5_conflict(table.canonical(str(name)), value, components)
+            elif problem is None:
+                problem = _decoder_conflict(table.canonical(str(name)), value)
             if problem:
                 return f"{block}.{name}", problem
+    return None
+
+
+def _decoder_conflict(name: str, value: object) -> str | None:
+    want = decoder_requirements().get(name)
+    if want is not None and str(value) != want[0]:
+        return f"Triton's tensorrt_llm backend requires {name} {want[0]}: {want[1]}"
     return None
 
 

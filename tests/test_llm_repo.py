@@ -20,7 +20,6 @@ import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
 from tasks import config, llm_layout, repo
-from tasks.errors import UserError
 from tasks.launcher import TritonServer
 from tests.t5_fixtures import build_tiny_t5
 
@@ -232,12 +231,22 @@ def test_templates_fill_and_parse_for_both_targets(flan: Reference, tmp_path: Pa
     )
 
 
-def test_trt_values_need_an_absolute_repo_and_an_encoder_decoder(flan: Reference) -> None:
+def test_trt_values_need_an_absolute_repo_and_differ_for_decoder_only(flan: Reference) -> None:
     hf_config = json.loads((flan.folder / "config.json").read_text())
     with pytest.raises(ValueError, match="absolute"):
         llm_layout.template_values("t5tiny", TRITON, ENGINE, "trt", Path("repos/t5tiny"), hf_config)
-    with pytest.raises(UserError, match="encoder-decoder"):
-        llm_layout.template_values("gpt", TRITON, ENGINE, "trt", Path("/r/gpt"), {"is_encoder_decoder": False})
+    t5 = llm_layout.template_values("t5tiny", TRITON, ENGINE, "trt", Path("/r/t5tiny"), hf_config)
+    assert t5["decoder_engine_dir"] == "/r/t5tiny/tensorrt_llm/1/decoder"
+    assert (
+        t5["encoder_model_path_parameter"]
+        == 'parameters { key: "encoder_model_path" value: { string_value: "/r/t5tiny/tensorrt_llm/1/encoder" } }'
+    )
+    assert "cross_kv_cache_fraction" in str(t5["cross_kv_cache_fraction_parameter"])
+    gpt = llm_layout.template_values("gpt", TRITON, ENGINE, "trt", Path("/r/gpt"), {"is_encoder_decoder": False})
+    assert gpt["decoder_engine_dir"] == "/r/gpt/tensorrt_llm/1/engine"
+    assert str(gpt["encoder_model_path_parameter"]).startswith("# ")
+    assert str(gpt["cross_kv_cache_fraction_parameter"]).startswith("# ")
+    assert (gpt["encoder_decoder"], str(gpt["decoder_input_maps"]).startswith("# ")) == ("false", True)
 
 
 def test_ensemble_and_bls_answer_what_transformers_generates(flan: Reference, client: grpcclient.InferenceServerClient) -> None:

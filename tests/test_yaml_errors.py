@@ -42,7 +42,7 @@ CASES = [
     ),
     ("name: tiny", "name: other", f"{F}: name: must equal the file name 'tiny', got 'other'"),
     ("kind: encoder", "kind: ensemble", f"{F}: family: an ensemble has no family; its members (members:) have one"),
-    ("kind: encoder", "kind: llm", f"{F}: family: family 'bert' is not implemented yet for kind llm (implemented: t5)"),
+    ("kind: encoder", "kind: llm", f"{F}: family: family 'bert' is not implemented yet for kind llm (implemented: t5, gpt2, llama, gemma)"),
     ("kind: encoder", "kind: decoder", f"{F}: kind: expected one of encoder, llm, ensemble, got 'decoder'"),
     (
         "family: bert",
@@ -238,6 +238,39 @@ def test_bad_llm_model_file_is_one_line_and_exit_3(tmp_path: Path, old: str, new
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith(f"ERROR: {message}"), lines[0]
     assert not (root / "build").exists() or not (root / "build/t5").exists()
+
+
+DECODER_CASES = [
+    (
+        "max_output_len: 16\n",
+        "max_output_len: 16\n  encoder_flags: {log_level: info}\n",
+        "engine.encoder_flags: only for encoder-decoder models (family t5)",
+    ),
+    (
+        "max_output_len: 16\n",
+        "max_output_len: 16\n  flags: {kv_cache_type: continuous}\n",
+        "engine.flags.kv_cache_type: Triton's tensorrt_llm backend requires kv_cache_type paged",
+    ),
+]
+
+
+@pytest.mark.parametrize(("old", "new", "message"), DECODER_CASES, ids=[c[2].split(":")[0] for c in DECODER_CASES])
+def test_bad_decoder_only_model_file_is_one_line_and_exit_3(tmp_path: Path, old: str, new: str, message: str) -> None:
+    text = T5_YAML.replace("name: t5", "name: llama").replace("family: t5", "family: llama").replace(old, new, 1)
+    root = copy_project(tmp_path / "p", {"llama": text})
+    result = run_doit(root, "build:llama", "target=cpu")
+    assert result.rc == 3
+    assert result.stderr.strip().splitlines() == [
+        f"ERROR: models/llama.yaml: {message}" + result.stderr.split(message, 1)[1].splitlines()[0]
+    ]
+    # pipeline parallelism is fine for decoder-only families
+    ok = (
+        T5_YAML.replace("name: t5", "name: llama")
+        .replace("family: t5", "family: llama")
+        .replace("dtype: float16", "dtype: float16\n  pp_size: 2")
+    )
+    (root / "models/llama.yaml").write_text(ok)
+    assert run_doit(root, "list", "target=cpu").rc == 0
 
 
 V = "models/vlm.yaml"

@@ -89,7 +89,11 @@ def _reply(text: np.ndarray, generated: dict[str, np.ndarray]) -> Any:  # noqa: 
 
 class TritonPythonModel:
     def initialize(self, args: dict[str, str]) -> None:
-        self.decoupled = pb_utils.using_decoupled_model_transaction_policy(json.loads(args["model_config"]))
+        config = json.loads(args["model_config"])
+        self.decoupled = pb_utils.using_decoupled_model_transaction_policy(config)
+        parameter = config.get("parameters", {}).get("encoder_decoder", {}).get("string_value", "true")
+        decoder_inputs = ("DECODER_INPUT_ID", "REQUEST_DECODER_INPUT_LEN")
+        self.passed_on = {k: v for k, v in PREPROCESSING_OUTPUTS.items() if parameter == "true" or k not in decoder_inputs}
 
     # -- calls into the other models
 
@@ -97,8 +101,8 @@ class TritonPythonModel:
         call = pb_utils.InferenceRequest(
             model_name="preprocessing", requested_output_names=list(PREPROCESSING_OUTPUTS), inputs=_renamed(request, PREPROCESSING_INPUTS)
         )
-        arrays = _outputs("preprocessing", call.exec(), tuple(PREPROCESSING_OUTPUTS))
-        return [pb_utils.Tensor(PREPROCESSING_OUTPUTS[name], array) for name, array in arrays.items()]
+        arrays = _outputs("preprocessing", call.exec(), tuple(self.passed_on))
+        return [pb_utils.Tensor(self.passed_on[name], array) for name, array in arrays.items()]
 
     def _generate(self, inputs: list[Any]) -> Iterator[dict[str, np.ndarray]]:
         call = pb_utils.InferenceRequest(model_name="tensorrt_llm", requested_output_names=list(TRTLLM_OUTPUTS), inputs=inputs)
