@@ -18,7 +18,7 @@ from typing import Any
 
 from tasks import loadgen, metrics, perftools, results, serverstats, workload
 from tasks.errors import UserError
-from tasks.launcher import TritonServer
+from tasks.launcher import Ranks, TritonServer
 from tasks.stage import StageContext
 
 log = logging.getLogger("tasks")
@@ -238,7 +238,8 @@ def run(ctx: StageContext) -> None:
     prompts_file = _prompts_file(ctx)
     prompts = workload.prompts(tokenizer, bench, prompts_file, params["yaml"])
     served_name = bench["model"] if kind == "llm" else name
-    server = TritonServer(repo, params["target"], ctx.log_path("bench-tritonserver"))
+    ranks = Ranks(params["ranks"]["world_size"], tuple(params["ranks"]["gpus"]))
+    server = TritonServer(repo, params["target"], ctx.log_path("bench-tritonserver"), ranks=ranks)
     text_output = TEXT_OUTPUT if kind == "llm" else None
     log.info("bench:%s: starting Triton on %s", name, repo)
     with server, loadgen.Client(server.grpc_url, served_name, timeout_s=bench["request_timeout_s"], text_output=text_output) as client:

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,23 +66,9 @@ def read_component(folder: Path, where: str) -> Component:
     return Component(folder.name, folder, dtype, world, tp, pp)
 
 
-def gpu_count() -> int | None:
-    """GPUs nvidia-smi lists, or None when it is missing or fails (no check then)."""
-    smi = shutil.which("nvidia-smi")
-    if smi is None:
-        return None
-    argv = [smi, "--query-gpu=index", "--format=csv,noheader"]
-    try:
-        out = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=True).stdout
-    except (OSError, subprocess.SubprocessError) as exc:
-        log.warning("nvidia-smi failed (%s); not checking the GPU count", exc)
-        return None
-    return sum(1 for line in out.splitlines() if line.strip())
-
-
 def check_gpus(parts: list[Component], where: str) -> None:
     """An engine of world size N runs on N GPUs; fail before building one this machine cannot run."""
-    available = gpu_count()
+    available = toolchain.gpu_count()
     needed = max(part.world_size for part in parts)
     if available is not None and needed > available:
         part = next(p for p in parts if p.world_size == needed)

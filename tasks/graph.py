@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from tasks import bench, config, convert, engine, engine_llm, export, fetch, index, layout, repo, toolchain, trtllm
-from tasks.schema import ModelSpec, calibration_file, corpus_file, corpus_images, load_models, prompts_file
+from tasks.schema import ModelSpec, calibration_file, corpus_file, corpus_images, load_models, prompts_file, server_ranks
 from tasks.stage import Action, Stage, to_task
 
 log = logging.getLogger(__name__)
@@ -110,6 +110,7 @@ class ModelGraph:
             "kind": spec.kind,
             "variant": spec.name,
             "yaml": str(spec.file),
+            "ranks": server_ranks(spec),
             "target": self.target,
             "toolchain": tools,
             "code": bench.CODE_VERSION,

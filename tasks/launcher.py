@@ -42,7 +42,7 @@ from http import HTTPStatus
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Self
 
-from tasks import lock
+from tasks import lock, toolchain
 from tasks.errors import UserError
 
 if TYPE_CHECKING:
@@ -247,6 +247,49 @@ def server_command(
         argv.append(f"--backend-config=python,shm-region-prefix-name={shm_prefix}")
     env = _cpu_environment() if target == "cpu" else dict(os.environ)
     return argv, env
+
+
+@dataclass(frozen=True)
+class Ranks:
+    """How many server processes one multi-GPU engine needs, and which GPUs they may use."""
+
+    world_size: int = 1
+    gpus: tuple[int, ...] = ()
+
+
+def leader_mode_command(rank_argv: list[str], ranks: Ranks, shm_prefix: str | None) -> list[str]:
+    """``mpirun`` with one ``tritonserver`` per rank, as TensorRT-LLM's ``launch_triton_server.py`` starts them.
+
+    Rank 0 loads the whole repository and serves the endpoints (the leader); every other rank
+    loads only ``tensorrt_llm``, whose backend keeps it in the engine's worker loop, so those
+    ranks never bind a port.  Each rank gets its own python-backend shared-memory prefix.
+    """
+    mpirun = shutil.which("mpirun")
+    if mpirun is None:
+        raise ServerError(f"world size {ranks.world_size} needs mpirun (one tritonserver per GPU); it is not on PATH")
+    argv = [mpirun, "--allow-run-as-root"]
+    if ranks.gpus:
+        argv += ["-x", f"CUDA_VISIBLE_DEVICES={','.join(map(str, ranks.gpus))}"]
+    for rank in range(ranks.world_size):
+        own = [a for a in rank_argv if not a.startswith(("--backend-config=python,shm-region-prefix-name=", "--model-control-mode="))]
+        if rank > 0:
+            own += ["--model-control-mode=explicit", "--load-model=tensorrt_llm"]
+        else:
+            own.append(next(a for a in rank_argv if a.startswith("--model-control-mode=")))
+        if shm_prefix is not None:
+            own.append(f"--backend-config=python,shm-region-prefix-name={shm_prefix}{rank}_")
+        argv += ["-n", "1", *own, "--disable-auto-complete-config", ":"]
+    return argv[:-1]
+
+
+def check_gpus(ranks: Ranks, available: int | None) -> None:
+    """An engine of world size N needs N GPUs: fail in one line before starting anything."""
+    if ranks.gpus and len(ranks.gpus) != ranks.world_size:
+        msg = f"the engines have world size {ranks.world_size} but triton.gpus names {len(ranks.gpus)} GPU(s): {list(ranks.gpus)}"
+        raise ServerError(msg)
+    if available is not None and (ranks.world_size > available or any(g >= available for g in ranks.gpus)):
+        wanted = f"GPUs {list(ranks.gpus)}" if ranks.gpus else f"{ranks.world_size} GPUs"
+        raise ServerError(f"the engines have world size {ranks.world_size} and need {wanted}, but nvidia-smi lists {available} GPU(s)")
 
 
 # -------------------------------------------------------------------------- ports
@@ -470,10 +513,13 @@ class TritonServer:
         startup_timeout_s: float = 180.0,
         exit_timeout_s: int = 5,
         model_control: str = "none",
+        ranks: Ranks | None = None,
     ) -> None:
         """Describe a server; nothing runs until :meth:`start`.
 
-        With *ports* None, free ports are picked at start (and re-picked on a clash).
+        With *ports* None, free ports are picked at start (and re-picked on a clash).  *ranks*
+        with a world size above 1 starts one process per rank under mpirun on ``trt``; on
+        ``cpu`` the stand-in models run every rank's work in one process.
         """
         _check_target(target)
         self.repo = repo
@@ -491,6 +537,7 @@ class TritonServer:
         self._exit_code: int | None = None
         self._backend_tmp: Path | None = None
         self._shm_prefix = f"{SHM_PREFIX}{os.getpid()}_{secrets.token_hex(4)}_"
+        self.ranks = ranks or Ranks()
 
     # -- properties
 
@@ -593,6 +640,9 @@ class TritonServer:
             model_control=self.model_control,
             shm_prefix=self._shm_prefix,
         )
+        if self.target == "trt" and self.ranks.world_size > 1:
+            check_gpus(self.ranks, toolchain.gpu_count())
+            argv = leader_mode_command(argv, self.ranks, self._shm_prefix)
         if self._log is None:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
             self._log = self.log_path.open("a", buffering=1)

@@ -143,6 +143,13 @@ def positive(value: Any, where: Where) -> float:  # noqa: ANN401
     return float(value)
 
 
+def gpu_list(value: Any, where: Where) -> list[int]:  # noqa: ANN401
+    """GPU indices (as nvidia-smi numbers them), each once."""
+    if not isinstance(value, list) or not value or len(set(map(str, value))) != len(value):
+        raise where.error(f"expected a non-empty list of distinct GPU indices >= 0, got {value!r}")
+    return [integer(0)(item, where.child(str(i))) for i, item in enumerate(value)]
+
+
 def distinct_int_list(value: Any, where: Where) -> list[int]:  # noqa: ANN401
     items = int_list(value, where)
     if len(set(items)) != len(items):
@@ -253,6 +260,7 @@ LLM_BLOCKS: dict[str, dict[str, tuple[Check, Any]]] = {
         "cross_kv_cache_fraction": (fraction, 0.5),
         "batch_scheduler_policy": (one_of("guaranteed_no_evict", "max_utilization"), "guaranteed_no_evict"),
         "max_tokens_in_paged_kv_cache": (optional(integer(1)), None),
+        "gpus": (optional(gpu_list), None),
     },
     "bench": {
         **BENCH_COMMON,
@@ -364,6 +372,11 @@ def _check_llm(blocks: dict[str, dict[str, Any]], family: str, where: Where) -> 
             f"pipeline parallelism for enc-dec; use tp_size), got {convert['pp_size']}"
         )
         raise where.child("convert.pp_size").error(msg)
+    gpus = blocks["triton"]["gpus"]
+    world = convert["tp_size"] * convert["pp_size"]
+    if gpus is not None and len(gpus) != world:
+        msg = f"expected tp_size x pp_size = {world} GPU indices (one per rank), got {len(gpus)}: {gpus}"
+        raise where.child("triton.gpus").error(msg)
     problem = trtllm.check_engine_flags(blocks["engine"], family)
     if problem is not None:
         raise where.child(f"engine.{problem[0]}").error(problem[1])
@@ -478,6 +491,17 @@ def model_relative(spec: ModelSpec, block: str, key: str) -> Path | None:
         return None
     path = Path(written)
     return path if path.is_absolute() else spec.file.parent / path
+
+
+def world_size(spec: ModelSpec) -> int:
+    """Ranks of the model's engines (1 for encoders): one GPU and one server process each."""
+    convert = spec.block("convert")
+    return int(convert.get("tp_size", 1)) * int(convert.get("pp_size", 1))
+
+
+def server_ranks(spec: ModelSpec) -> dict[str, Any]:
+    """One server process per engine rank (LLMs with tp_size x pp_size > 1), on the GPUs ``triton.gpus`` names."""
+    return {"world_size": world_size(spec), "gpus": list(spec.block("triton").get("gpus") or [])}
 
 
 def prompts_file(spec: ModelSpec) -> Path | None:

@@ -16,6 +16,7 @@ from doit.exceptions import TaskFailed
 from tasks import lock
 from tasks.errors import UserError
 from tasks.graph import BUILD, REPOS, Graph
+from tasks.schema import server_ranks
 
 log = logging.getLogger(__name__)
 
@@ -29,9 +30,9 @@ def parse_port(name: str, value: str) -> int:
     return int(value)
 
 
-def serve(model: str, target: str, address: str, ports: dict[str, str]) -> TaskFailed | None:
+def serve(model: str, target: str, address: str, ports: dict[str, str], ranks: dict[str, Any]) -> TaskFailed | None:
     """Doit action: start the server, print where it listens, stop it cleanly on Ctrl-C."""
-    from tasks.launcher import Ports, TritonServer  # noqa: PLC0415 - only serve needs it
+    from tasks.launcher import Ports, Ranks, TritonServer  # noqa: PLC0415 - only serve needs it
 
     try:
         numbers = {name: parse_port(name, value) for name, value in ports.items()}
@@ -41,6 +42,7 @@ def serve(model: str, target: str, address: str, ports: dict[str, str]) -> TaskF
             BUILD / model / "logs" / "serve-tritonserver.log",
             ports=Ports(numbers["http_port"], numbers["grpc_port"], numbers["metrics_port"]),
             address=address,
+            ranks=Ranks(ranks["world_size"], tuple(ranks["gpus"])),
         )
     except UserError as exc:
         return TaskFailed(str(exc))
@@ -83,7 +85,7 @@ def serve_tasks(graph: Graph, address: str, ports: dict[str, str]) -> list[dict[
         {
             "name": spec.name,
             "doc": f"run Triton on repos/{spec.name} (vars: address, http_port, grpc_port, metrics_port)",
-            "actions": [(serve, [spec.name, graph.target.name, address, ports])],
+            "actions": [(serve, [spec.name, graph.target.name, address, ports, server_ranks(spec)])],
             "task_dep": [graph.stage_of("repo", spec.name).task_name],
             "uptodate": [False],
             "verbosity": 2,

@@ -86,3 +86,17 @@ def gpu() -> dict[str, str]:
         return {"gpu": "unknown", "compute_capability": "unknown"}
     name, _, cap = out.splitlines()[0].partition(",") if out.strip() else ("unknown", "", "unknown")
     return {"gpu": name.strip(), "compute_capability": cap.strip()}
+
+
+def gpu_count() -> int | None:
+    """GPUs nvidia-smi lists, or None when it is missing or fails (no check then)."""
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return None
+    argv = [smi, "--query-gpu=index", "--format=csv,noheader"]
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=True).stdout
+    except (OSError, subprocess.SubprocessError) as exc:
+        log.warning("nvidia-smi failed (%s); not checking the GPU count", exc)
+        return None
+    return sum(1 for line in out.splitlines() if line.strip())

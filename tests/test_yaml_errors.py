@@ -242,6 +242,11 @@ def test_bad_llm_model_file_is_one_line_and_exit_3(tmp_path: Path, old: str, new
 
 DECODER_CASES = [
     (
+        "triton:\n  max_batch_size: 8",
+        "triton:\n  max_batch_size: 8\n  gpus: [0, 1]",
+        "triton.gpus: expected tp_size x pp_size = 1 GPU indices (one per rank), got 2: [0, 1]",
+    ),
+    (
         "max_output_len: 16\n",
         "max_output_len: 16\n  encoder_flags: {log_level: info}\n",
         "engine.encoder_flags: only for encoder-decoder models (family t5)",

@@ -1,0 +1,87 @@
+"""Engines with world size > 1: one tritonserver per rank under mpirun (leader mode), GPUs from the model file."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from tasks import toolchain
+from tasks.launcher import Ports, Ranks, ServerError, TritonServer, check_gpus, leader_mode_command, server_command
+
+RECORDER = """#!/usr/bin/env python3
+import json, os, sys
+with open(os.environ["FAKE_ARGV_LOG"], "a") as log:
+    log.write(json.dumps(sys.argv) + "\\n")
+sys.exit(1)
+"""
+
+
+@pytest.fixture
+def fake_bin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """``mpirun`` and ``tritonserver`` that record their argv and exit 1."""
+    folder = tmp_path / "bin"
+    folder.mkdir()
+    for name in ("mpirun", "tritonserver"):
+        (folder / name).write_text(RECORDER)
+        (folder / name).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{folder}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("FAKE_ARGV_LOG", str(tmp_path / "argv.jsonl"))
+    return folder
+
+
+def test_two_ranks_are_two_servers_and_only_rank_0_loads_the_whole_repository(fake_bin: Path) -> None:
+    argv, _ = server_command(Path("/r/llama"), "trt", Ports(8000, 8001, 8002), None, shm_prefix="p_")
+    command = leader_mode_command(argv, Ranks(2, (2, 3)), "p_")
+    assert command[:4] == [str(fake_bin / "mpirun"), "--allow-run-as-root", "-x", "CUDA_VISIBLE_DEVICES=2,3"]
+    first, second = (part.strip().split(" ") for part in " ".join(command[4:]).split(" : "))
+    server = str(fake_bin / "tritonserver")
+    assert first[:3] == ["-n", "1", server]
+    assert second[:3] == ["-n", "1", server]
+    assert "--model-control-mode=none" in first
+    assert "--load-model=tensorrt_llm" not in first
+    assert second[-4:] == [
+        "--model-control-mode=explicit", "--load-model=tensorrt_llm",
+        "--backend-config=python,shm-region-prefix-name=p_1_", "--disable-auto-complete-config",
+    ]  # fmt: skip
+    assert "--backend-config=python,shm-region-prefix-name=p_0_" in first
+    # Same ports everywhere: ranks > 0 never bind them, their tensorrt_llm model never finishes loading.
+    assert "--grpc-port=8001" in first
+    assert "--grpc-port=8001" in second
+
+
+def test_trt_server_of_a_two_rank_engine_starts_through_mpirun(fake_bin: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(toolchain, "gpu_count", lambda: 2)
+    server = TritonServer(tmp_path / "repo", "trt", tmp_path / "server.log", ports=Ports(18000, 18001, 18002), ranks=Ranks(2))
+    with pytest.raises(ServerError, match="exited with code 1 before becoming ready"):
+        server.start()
+    recorded = [json.loads(line) for line in (tmp_path / "argv.jsonl").read_text().splitlines()]
+    assert recorded[0][0] == str(fake_bin / "mpirun")
+    assert recorded[0].count("-n") == 2
+    assert "mpirun" in (tmp_path / "server.log").read_text()
+
+
+@pytest.mark.parametrize(
+    ("ranks", "available", "message"),
+    [
+        (Ranks(2, (0,)), 4, r"world size 2 but triton.gpus names 1 GPU\(s\): \[0\]"),
+        (Ranks(2), 1, r"world size 2 and need 2 GPUs, but nvidia-smi lists 1 GPU\(s\)"),
+        (Ranks(2, (0, 3)), 2, r"need GPUs \[0, 3\], but nvidia-smi lists 2 GPU\(s\)"),
+    ],
+)
+def test_a_gpu_mismatch_is_one_clear_error(ranks: Ranks, available: int, message: str) -> None:
+    with pytest.raises(ServerError, match=message):
+        check_gpus(ranks, available)
+
+
+def test_enough_gpus_or_no_nvidia_smi_pass() -> None:
+    check_gpus(Ranks(2, (0, 1)), 2)
+    check_gpus(Ranks(4), None)
+
+
+def test_without_mpirun_a_multi_rank_engine_cannot_be_served(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(ServerError, match="world size 2 needs mpirun"):
+        leader_mode_command(["tritonserver", "--model-control-mode=none"], Ranks(2), None)
