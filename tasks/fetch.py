@@ -85,17 +85,22 @@ def _cached_commit(repo_id: str, revision: str) -> str | None:
     return None
 
 
+_HUB = {"unreachable": False}
+
+
 def resolve_revision(repo_id: str, revision: str) -> str | None:
     """The commit a Hub revision names now: a sha as is, a branch asked of the Hub (else the cache)."""
     from huggingface_hub import HfApi, constants  # noqa: PLC0415
 
     if SHA_RE.fullmatch(revision):
         return revision
-    if not constants.HF_HUB_OFFLINE:
+    if not constants.HF_HUB_OFFLINE and not _HUB["unreachable"]:
         try:
             sha = HfApi().model_info(repo_id, revision=revision, timeout=10).sha
         except Exception as exc:  # noqa: BLE001 - any network/Hub failure: fall back to the cache
-            log.warning("fetch: cannot ask the Hub for %s@%s (%s); using the local cache", repo_id, revision, exc)
+            # Once per process: with the network down, asking again for every model only adds timeouts.
+            _HUB["unreachable"] = True
+            log.warning("fetch: cannot ask the Hub for %s@%s (%s); branch revisions come from the local cache", repo_id, revision, exc)
         else:
             return str(sha) if sha else None
     return _cached_commit(repo_id, revision)
