@@ -352,15 +352,20 @@ def _t5_settings(component: str, engine: Mapping[str, Any], dtype: str) -> list[
     return settings + _limits(component, engine)
 
 
+def _checked_flags(flags: Mapping[str, object], block: str, table: FlagTable) -> Iterator[tuple[str, object, str]]:
+    """Checked (canonical name, value, YAML key) of one flags block."""
+    for name, value in flags.items():
+        key = f"{block}.{name}"
+        problem = check_value(str(name), value, table)
+        if problem:
+            raise UserError(key, problem)
+        yield table.canonical(str(name)), value, key
+
+
 def _user_flags(component: str, engine: Mapping[str, Any], table: FlagTable) -> Iterator[tuple[str, object, str]]:
     """Checked (canonical name, value, YAML key) of engine.flags then engine.<component>_flags."""
     for block in ("flags", f"{component}_flags"):
-        for name, value in engine.get(block, {}).items():
-            key = f"engine.{block}.{name}"
-            problem = check_value(str(name), value, table)
-            if problem:
-                raise UserError(key, problem)
-            yield table.canonical(str(name)), value, key
+        yield from _checked_flags(engine.get(block, {}), f"engine.{block}", table)
 
 
 def t5_argv(  # noqa: PLR0917 - mirrors engine.trtexec_argv: paths and inputs in build order
@@ -383,23 +388,53 @@ def t5_argv(  # noqa: PLR0917 - mirrors engine.trtexec_argv: paths and inputs in
     """
     if component not in COMPONENTS:
         raise ValueError(f"component must be one of {COMPONENTS}, got {component!r}")
-    settings = dict(_t5_settings(component, engine, dtype))
+    settings = _with_run_options(dict(_t5_settings(component, engine, dtype)), workers, timing_cache)
+    required = t5_requirements(component, dtype)
+    flags = _user_flags(component, engine, table)
+    extra = _merge_flags(settings, flags, required, f"T5 requires {{name}} {{want}} for the {component}: {{why}}", table)
+    return _command(binary, checkpoint_dir, output_dir, settings, extra, engine)
+
+
+def _with_run_options(settings: dict[str, str], workers: int, timing_cache: Path | None) -> dict[str, str]:
     if workers > 1:
         settings["workers"] = str(workers)
     if timing_cache is not None:
         # The default is model.cache in the current directory: the project root.
         settings["output_timing_cache"] = str(timing_cache)
-    required = t5_requirements(component, dtype)
+    return settings
+
+
+def _merge_flags(
+    settings: dict[str, str],
+    flags: Iterator[tuple[str, object, str]],
+    required: Mapping[str, tuple[str, str]],
+    refusal: str,
+    table: FlagTable,
+) -> dict[str, list[str]]:
+    """User flags into ``settings`` (a flag naming a setting replaces it in place); the rest returned as argv items.
+
+    A flag contradicting ``required`` fails with ``refusal`` filled with ``name``, ``want`` and ``why``.
+    """
     extra: dict[str, list[str]] = {}
-    for name, value, key in _user_flags(component, engine, table):
-        spec = table.flags[name]
+    for name, value, key in flags:
         if name in required and str(value) != required[name][0]:
             want, why = required[name]
-            raise UserError(key, f"T5 requires {name} {want} for the {component}: {why}")
+            raise UserError(key, refusal.format(name=name, want=want, why=why))
         if name in settings:
             settings[name] = str(value)
         else:
-            extra[name] = _render(name, value, spec)
+            extra[name] = _render(name, value, table.flags[name])
+    return extra
+
+
+def _command(  # noqa: PLR0917 - the parts of one command line, in order
+    binary: Path,
+    checkpoint_dir: Path,
+    output_dir: Path,
+    settings: Mapping[str, str],
+    extra: Mapping[str, list[str]],
+    engine: Mapping[str, Any],
+) -> list[str]:
     argv = [str(binary), "--checkpoint_dir", str(checkpoint_dir), "--output_dir", str(output_dir)]
     for name, value in settings.items():
         argv += [f"--{name}", value]
@@ -498,28 +533,7 @@ def decoder_argv(  # noqa: PLR0917 - mirrors t5_argv
     flags (``engine.flags``; a flag naming a setting replaces it in place unless serving
     requires its value), ``engine.extra_args``.
     """
-    settings = dict(decoder_settings(family, engine, dtype))
-    if workers > 1:
-        settings["workers"] = str(workers)
-    if timing_cache is not None:
-        settings["output_timing_cache"] = str(timing_cache)
-    required = decoder_requirements()
-    extra: dict[str, list[str]] = {}
-    for name, value in engine.get("flags", {}).items():
-        key = f"engine.flags.{name}"
-        problem = check_value(str(name), value, table)
-        if problem:
-            raise UserError(key, problem)
-        canonical = table.canonical(str(name))
-        if canonical in required and str(value) != required[canonical][0]:
-            raise UserError(key, f"Triton's tensorrt_llm backend requires {canonical} {required[canonical][0]}: {required[canonical][1]}")
-        if canonical in settings:
-            settings[canonical] = str(value)
-        else:
-            extra[canonical] = _render(canonical, value, table.flags[canonical])
-    argv = [str(binary), "--checkpoint_dir", str(checkpoint_dir), "--output_dir", str(output_dir)]
-    for name, value in settings.items():
-        argv += [f"--{name}", value]
-    for items in extra.values():
-        argv += items
-    return argv + [str(arg) for arg in engine.get("extra_args", [])]
+    settings = _with_run_options(dict(decoder_settings(family, engine, dtype)), workers, timing_cache)
+    refusal = "Triton's tensorrt_llm backend requires {name} {want}: {why}"
+    extra = _merge_flags(settings, _checked_flags(engine.get("flags", {}), "engine.flags", table), decoder_requirements(), refusal, table)
+    return _command(binary, checkpoint_dir, output_dir, settings, extra, engine)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 from google.protobuf import text_format
@@ -14,6 +13,7 @@ from tritonclient.grpc import model_config_pb2
 from tasks.launcher import TritonServer
 from tests.decoder_fixtures import build_tiny_decoder, hf_greedy
 from tests.helpers import FAKES, copy_project, doit_env, read_json, run_doit
+from tests.test_e2e_t5 import generate
 
 YAML = """\
 name: {name}
@@ -47,15 +47,6 @@ def cpu_project(checkpoints: dict[str, Path], tmp_path_factory: pytest.TempPathF
     result = run_doit(root, "build", "target=cpu")
     assert result.rc == 0, result.stdout + result.stderr
     return root
-
-
-def generate(client: grpcclient.InferenceServerClient, model: str, prompt: str, max_tokens: int) -> str:
-    text = grpcclient.InferInput("text_input", [1, 1], "BYTES")
-    text.set_data_from_numpy(np.array([[prompt.encode()]], dtype=object))
-    tokens = grpcclient.InferInput("max_tokens", [1, 1], "INT32")
-    tokens.set_data_from_numpy(np.array([[max_tokens]], dtype=np.int32))
-    out = client.infer(model, [text, tokens]).as_numpy("text_output").reshape(-1)[0]
-    return out.decode() if isinstance(out, bytes) else str(out)
 
 
 @pytest.mark.parametrize("family", FAMILIES)

@@ -8,6 +8,7 @@ the build graph should not pay.
 from __future__ import annotations
 
 import importlib
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,3 +75,17 @@ def converter(family: str, where: str) -> Converter:
         raise UserError(where, f"family {family!r} has no checkpoint converter (available: {', '.join(sorted(FAMILIES))})")
     module, _, function = target.partition(":")
     return cast("Converter", getattr(importlib.import_module(module), function))
+
+
+def read_checkpoint_config(folder: Path, where: str) -> dict[str, Any]:
+    """An HF checkpoint's config.json as a dict; unreadable or not an object is one clear error."""
+    path = folder / "config.json"
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise UserError(where, f"{path}: cannot read the checkpoint config ({exc.strerror})") from exc
+    except ValueError as exc:
+        raise UserError(where, f"{path}: not valid JSON ({exc})") from exc
+    if not isinstance(config, dict):
+        raise UserError(where, f"{path}: expected a JSON object")
+    return config

@@ -32,7 +32,7 @@ from typing import Any
 
 import torch
 
-from tasks.converters import Converted, Settings
+from tasks.converters import Converted, Settings, read_checkpoint_config
 from tasks.converters.safetensors_stream import Checkpoint, open_checkpoint, write_safetensors
 from tasks.converters.sharding import Rule, Split, check_sources, padded_vocab, rank_plan
 from tasks.errors import UserError
@@ -76,16 +76,10 @@ class DecoderSpec:
 
 
 def read_config(folder: Path, family: str, where: str) -> dict[str, Any]:
-    path = folder / "config.json"
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise UserError(where, f"{path}: cannot read the checkpoint config ({exc.strerror})") from exc
-    except ValueError as exc:
-        raise UserError(where, f"{path}: not valid JSON ({exc})") from exc
-    if not isinstance(config, dict) or config.get("model_type") != family:
-        found = config.get("model_type") if isinstance(config, dict) else None
-        raise UserError(where, f"{path}: model_type {found!r}; the {family} converter handles model_type {family!r}")
+    config = read_checkpoint_config(folder, where)
+    if config.get("model_type") != family:
+        found = config.get("model_type")
+        raise UserError(where, f"{folder / 'config.json'}: model_type {found!r}; the {family} converter handles model_type {family!r}")
     return config
 
 

@@ -22,7 +22,7 @@ from enum import IntEnum
 from pathlib import Path
 from typing import Any
 
-from tasks.converters import Converted, Settings
+from tasks.converters import Converted, Settings, read_checkpoint_config
 from tasks.converters.safetensors_stream import Checkpoint, open_checkpoint, write_safetensors
 from tasks.converters.sharding import Rule, Split, check_sources, padded_vocab, rank_plan
 from tasks.errors import UserError
@@ -117,14 +117,7 @@ class T5Spec:
 def read_config(folder: Path, where: str) -> dict[str, Any]:
     """config.json of an HF checkpoint, checked to be a T5 encoder-decoder."""
     path = folder / "config.json"
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise UserError(where, f"{path}: cannot read the checkpoint config ({exc.strerror})") from exc
-    except ValueError as exc:
-        raise UserError(where, f"{path}: not valid JSON ({exc})") from exc
-    if not isinstance(config, dict):
-        raise UserError(where, f"{path}: expected a JSON object")
+    config = read_checkpoint_config(folder, where)
     architectures = config.get("architectures") or []
     model_type = config.get("model_type")
     if model_type != MODEL_TYPE or (architectures and ARCHITECTURE not in architectures):
