@@ -17,11 +17,11 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from tasks import fsops
+from tasks import fsops, versions
 from tasks.errors import UserError
 
-# TensorRT in the pinned Triton 26.04-26.07 trtllm images (10.14.1.48).
-PINNED_VERSION = "10.14"
+# TensorRT of the pinned image (docker/versions.env), major.minor: the static table's key.
+PINNED_VERSION = versions.tensorrt_minor()
 _TABLES = Path(__file__).parent / "flagtables"
 _CACHE = Path("build/.cache/trtexec-help.json")
 _BANNER = re.compile(r"\[TensorRT v(\d+)\]")

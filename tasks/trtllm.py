@@ -22,13 +22,13 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from tasks import fsops, toolchain
+from tasks import fsops, toolchain, versions
 from tasks.errors import UserError
 
 log = logging.getLogger(__name__)
 
-# TensorRT-LLM in the pinned Triton 26.04-26.07 trtllm images; the last line with trtllm-build.
-PINNED_VERSION = "1.2.1"
+# TensorRT-LLM of the pinned image (docker/versions.env); 1.2.x is the last line with trtllm-build.
+PINNED_VERSION = versions.trtllm()
 COMPONENTS = ("encoder", "decoder")
 _TABLES = Path(__file__).parent / "flagtables"
 _CACHE = Path("build/.cache/trtllm-build-help.json")

@@ -32,10 +32,11 @@ class DoitRun:
 
 
 def copy_project(dest: Path, models: dict[str, str] | None = None) -> Path:
-    """A fresh project: dodo.py and the tasks package copied, models/ as given (default: the real ones)."""
+    """A fresh project: dodo.py, the tasks package and docker/ copied, models/ as given (default: the real ones)."""
     dest.mkdir(parents=True, exist_ok=True)
     shutil.copy2(ROOT / "dodo.py", dest / "dodo.py")
     shutil.copytree(ROOT / "tasks", dest / "tasks", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(ROOT / "docker", dest / "docker")  # docker/versions.env pins the toolchain the flag tables follow
     if models is None:
         shutil.copytree(ROOT / "models", dest / "models")
     else:

@@ -1,0 +1,155 @@
+"""The pinned images, docker/run.sh and the nightly workflow, checked for structure (no docker, hadolint or actionlint here)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tasks import trtexec, trtllm, versions
+from tasks.errors import UserError
+from tests.helpers import ROOT
+
+DOCKERFILE = ROOT / "docker/Dockerfile"
+RUN_SH = ROOT / "docker/run.sh"
+WORKFLOW = ROOT / ".github/workflows/nightly.yml"
+INSTRUCTIONS = {"FROM", "ARG", "ENV", "RUN", "COPY", "WORKDIR", "LABEL", "USER", "EXPOSE", "ENTRYPOINT", "CMD", "SHELL"}
+
+
+def instructions(path: Path) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) with continuation lines joined and comments dropped."""
+    joined = re.sub(r"\\\n\s*", " ", path.read_text())
+    pairs = []
+    for line in joined.splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            word, _, rest = line.strip().partition(" ")
+            pairs.append((word, rest))
+    return pairs
+
+
+def test_one_versions_file_pins_the_image_and_picks_the_flag_tables() -> None:
+    pinned = versions.pinned()
+    assert pinned == {"TRITON_TAG": "26.05", "TRTLLM_VERSION": "1.2.1", "TENSORRT_VERSION": "10.14.1.48"}
+    assert trtllm.static_table().version == trtllm.PINNED_VERSION == pinned["TRTLLM_VERSION"]
+    assert trtexec.static_table().version == trtexec.PINNED_VERSION == "10.14"
+
+
+def test_a_broken_versions_file_is_one_clear_error() -> None:
+    with pytest.raises(UserError, match="line 2: expected KEY=VALUE, got 'TRITON_TAG'"):
+        versions.parse("# pins\nTRITON_TAG\n", "docker/versions.env")
+    with pytest.raises(UserError, match="missing TRTLLM_VERSION, TENSORRT_VERSION"):
+        versions.parse("TRITON_TAG=26.05\n", "docker/versions.env")
+
+
+def test_dockerfile_builds_both_images_from_the_pinned_tag() -> None:
+    steps = instructions(DOCKERFILE)
+    assert all(word in INSTRUCTIONS for word, _ in steps), [w for w, _ in steps if w not in INSTRUCTIONS]
+    assert steps[0] == ("ARG", f"TRITON_TAG={versions.pinned()['TRITON_TAG']}")  # the default equals the pin
+    froms = [rest for word, rest in steps if word == "FROM"]
+    assert froms == [
+        "nvcr.io/nvidia/tensorrt:${TRITON_TAG}-py3 AS tensorrt",
+        "nvcr.io/nvidia/tritonserver:${TRITON_TAG}-trtllm-python-py3 AS trtllm",
+        "nvcr.io/nvidia/tritonserver:${TRITON_TAG}-py3 AS plan",
+    ]
+    runs = [rest for word, rest in steps if word == "RUN"]
+    assert runs
+    assert all("pip install --no-cache-dir" in run for run in runs)
+    assert ("COPY", "--from=tensorrt /usr/src/tensorrt/bin/trtexec /usr/local/bin/trtexec") in steps
+    assert "latest" not in DOCKERFILE.read_text()
+    assert not any(word == "ADD" for word, _ in steps)
+
+
+@pytest.fixture
+def fake_docker(tmp_path: Path) -> tuple[dict[str, str], Path]:
+    """A ``docker`` that records its argv; ``image inspect`` fails when FAKE_DOCKER_NO_IMAGE is set."""
+    folder = tmp_path / "bin"
+    folder.mkdir()
+    script = folder / "docker"
+    script.write_text(
+        "#!/usr/bin/env python3\nimport json, os, sys\n"
+        "open(os.environ['FAKE_DOCKER_LOG'], 'a').write(json.dumps(sys.argv[1:]) + '\\n')\n"
+        "sys.exit(1 if sys.argv[1:3] == ['image', 'inspect'] and os.environ.get('FAKE_DOCKER_NO_IMAGE') else 0)\n"
+    )
+    script.chmod(0o755)
+    log = tmp_path / "docker.jsonl"
+    env = {**os.environ, "PATH": f"{folder}{os.pathsep}{os.environ['PATH']}", "FAKE_DOCKER_LOG": str(log), "HF_HOME": str(tmp_path / "hf")}
+    return env, log
+
+
+def test_run_sh_mounts_the_project_at_the_same_path(fake_docker: tuple[dict[str, str], Path]) -> None:
+    env, log = fake_docker
+    done = subprocess.run(
+        [str(RUN_SH), "--image", "plan", "doit", "build:minilm", "target=trt"], env=env, capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    calls = [json.loads(line) for line in log.read_text().splitlines()]
+    assert calls[0] == ["image", "inspect", "tritongraph-plan:26.05"]
+    run = calls[1]
+    assert run[:2] == ["run", "--rm"]
+    assert f"{ROOT}:{ROOT}" in run
+    assert run[run.index("--workdir") + 1] == str(ROOT)
+    assert run[run.index("--gpus") + 1] == "all"
+    assert run[-4:] == ["tritongraph-plan:26.05", "doit", "build:minilm", "target=trt"]
+
+
+def test_run_sh_builds_a_missing_image_from_the_pinned_tag(fake_docker: tuple[dict[str, str], Path]) -> None:
+    env, log = fake_docker
+    done = subprocess.run([str(RUN_SH), "true"], env={**env, "FAKE_DOCKER_NO_IMAGE": "1"}, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    build = [json.loads(line) for line in log.read_text().splitlines()][1]
+    assert build[:3] == ["build", "--target", "trtllm"]
+    assert build[build.index("--build-arg") + 1] == "TRITON_TAG=26.05"
+    assert "building tritongraph-trtllm:26.05 (Triton 26.05, TensorRT-LLM 1.2.1, TensorRT 10.14.1.48)" in done.stderr
+
+
+def test_run_sh_refuses_an_unknown_image() -> None:
+    done = subprocess.run([str(RUN_SH), "--image", "gpu"], capture_output=True, text=True, check=False)
+    assert done.returncode == 2
+    assert done.stderr.strip() == "docker/run.sh: --image: expected trtllm or plan, got 'gpu'"
+
+
+def _workflow() -> dict[str, Any]:
+    data = yaml.safe_load(WORKFLOW.read_text())
+    assert isinstance(data, dict)
+    data["on"] = data.pop(True)  # YAML 1.1 reads the key "on" as true
+    return data
+
+
+def test_nightly_runs_the_cpu_suite_and_every_model_on_gpu() -> None:
+    flow = _workflow()
+    assert flow["on"]["schedule"][0]["cron"]
+    assert "workflow_dispatch" in flow["on"]
+    cpu, gpu = flow["jobs"]["cpu"], flow["jobs"]["gpu"]
+    assert cpu["timeout-minutes"] <= 90
+    assert any(step.get("run") == "bash .ci/run" for step in cpu["steps"])
+    assert {"self-hosted", "gpu"} <= set(gpu["runs-on"])
+    assert gpu["strategy"]["fail-fast"] is False
+    matrix = {entry["model"]: entry["image"] for entry in gpu["strategy"]["matrix"]["include"]}
+    shipped = {p.stem: yaml.safe_load(p.read_text())["kind"] for p in (ROOT / "models").glob("*.yaml")}
+    assert set(matrix) == set(shipped)  # every model file regenerates nightly
+    for model, kind in shipped.items():
+        assert matrix[model] == ("trtllm" if kind == "llm" else "plan"), model
+
+
+def test_gpu_job_restores_build_keyed_by_toolchain_builds_on_trt_and_uploads_results() -> None:
+    steps = _workflow()["jobs"]["gpu"]["steps"]
+    uses = [s["uses"] for s in steps if "uses" in s]
+    assert all(re.fullmatch(r"[\w-]+/[\w/-]+@v\d+", u) for u in uses), uses
+    text = WORKFLOW.read_text()
+    assert "hashFiles('docker/versions.env'" in text
+    restore = next(s for s in steps if s.get("uses", "").startswith("actions/cache/restore"))
+    assert restore["with"]["path"].split() == ["build", ".cache/huggingface"]
+    assert "${{ matrix.model }}" in restore["with"]["key"]
+    build = next(s for s in steps if "doit build:" in s.get("run", ""))
+    assert build["run"] == "docker/run.sh --image ${{ matrix.image }} doit build:${{ matrix.model }} target=trt"
+    assert "if" not in build  # a failed task fails the job
+    upload = next(s for s in steps if s.get("uses", "").startswith("actions/upload-artifact"))
+    assert "results/" in upload["with"]["path"].split()
+    save = next(s for s in steps if s.get("uses", "").startswith("actions/cache/save"))
+    assert save["if"] == "always()"
