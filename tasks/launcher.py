@@ -23,6 +23,7 @@ import contextlib
 import ctypes
 import importlib.util
 import ipaddress
+import json
 import logging
 import os
 import re
@@ -37,6 +38,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from http import HTTPStatus
 from pathlib import Path
@@ -290,6 +292,51 @@ def check_gpus(ranks: Ranks, available: int | None) -> None:
     if available is not None and (ranks.world_size > available or any(g >= available for g in ranks.gpus)):
         wanted = f"GPUs {list(ranks.gpus)}" if ranks.gpus else f"{ranks.world_size} GPUs"
         raise ServerError(f"the engines have world size {ranks.world_size} and need {wanted}, but nvidia-smi lists {available} GPU(s)")
+
+
+# The fingerprint keys an engine cannot run without, as the repository's toolchain.json records them.
+_ENGINE_KEYS = {"tensorrt_llm": "TensorRT-LLM", "tensorrt": "TensorRT", "gpu": "GPU", "compute_capability": "compute capability"}
+_UNKNOWN = ("", "none", "unknown", "not installed")
+
+
+def _release(value: str) -> str:
+    # trtexec reports 10.14.1, the package 10.14.1.48, a local build 1.2.1+cu13: compare what both sides know.
+    return ".".join(value.split("+", maxsplit=1)[0].split(".")[:3])
+
+
+def running_toolchain() -> dict[str, str]:
+    """TensorRT, TensorRT-LLM and GPU of this machine, as the engine stages fingerprint them."""
+    from tasks import engine, trtllm  # noqa: PLC0415 - only a trt server start needs them
+
+    return {**engine.trt_fingerprint(), **trtllm.trt_fingerprint()}
+
+
+def toolchain_mismatch(built: dict[str, str], running: dict[str, str]) -> list[str]:
+    """``key: built -> running`` for every engine key both sides know and that differs."""
+    changes = []
+    for key, label in _ENGINE_KEYS.items():
+        was, now = str(built.get(key, "")), str(running.get(key, ""))
+        if was.lower() in _UNKNOWN or now.lower() in _UNKNOWN:
+            continue
+        same = _release(was) == _release(now) if key.startswith("tensorrt") else was == now
+        if not same:
+            changes.append(f"{label} {was} (built) vs {now} (here)")
+    return changes
+
+
+def check_repository_toolchain(repo: Path, running: Callable[[], dict[str, str]] | None = None) -> None:
+    """Refuse engines built by another TensorRT / TensorRT-LLM or on another GPU: the server would fail to load them."""
+    record = repo / "toolchain.json"
+    if not record.is_file():
+        return
+    data = json.loads(record.read_text(encoding="utf-8"))
+    here = (running or running_toolchain)()
+    for model, built in sorted(data.get("engines", {}).items()):
+        changes = toolchain_mismatch(built, here)
+        if changes:
+            msg = f"{repo}: the engines of {model} were built for another toolchain: {'; '.join(changes)}"
+            msg += f"; rebuild them here (doit build:{model} target=trt)"
+            raise ServerError(msg)
 
 
 # -------------------------------------------------------------------------- ports
@@ -583,6 +630,8 @@ class TritonServer:
         """
         if self._proc is not None:
             return
+        if self.target == "trt":
+            check_repository_toolchain(self.repo)
         try:
             self._start_with_retries()
         except BaseException:

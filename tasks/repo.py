@@ -11,14 +11,16 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
-from tasks import fsops, layout
+from tasks import fsops, layout, manifest
 from tasks.errors import UserError
 from tasks.stage import StageContext
 
 log = logging.getLogger(__name__)
 
-CODE_VERSION = "1"
+CODE_VERSION = "2"
+TOOLCHAIN_FILE = "toolchain.json"
 
 
 def link_tree(src: Path, dest: Path) -> int:
@@ -68,6 +70,24 @@ def member_inputs(inputs: dict[str, Path], member: str) -> dict[str, Path]:
     return {role: inputs[f"{member}:{role}"] for role in MEMBER_ROLES}
 
 
+def engine_toolchain(engine_dir: Path) -> dict[str, Any]:
+    """The toolchain an engine stage recorded (TensorRT / TensorRT-LLM versions, GPU), from its action record."""
+    record = fsops.read_json(engine_dir / manifest.RECORD)
+    params = record.get("params") if isinstance(record, dict) else None
+    toolchain = params.get("toolchain") if isinstance(params, dict) else None
+    return dict(toolchain) if isinstance(toolchain, dict) else {}
+
+
+def write_toolchain(ctx: StageContext, engines: dict[str, Path]) -> None:
+    """``toolchain.json`` at the repository root (Triton ignores files there): what built each model's engines.
+
+    It travels with the repository, so the launcher can refuse to serve engines on a TensorRT,
+    TensorRT-LLM or GPU other than the one that built them.
+    """
+    built = {name: engine_toolchain(folder) for name, folder in engines.items()}
+    fsops.write_json_atomic(ctx.out / TOOLCHAIN_FILE, {"target": ctx.params["target"], "engines": built})
+
+
 def action(ctx: StageContext) -> None:
     params = ctx.params
     searchable = bool(params.get("searchable"))
@@ -79,6 +99,10 @@ def action(ctx: StageContext) -> None:
         inputs = member_inputs(ctx.inputs, member["name"])
         member_models = layout.triton_models("encoder", member["name"], params["target"], inputs["hf"], family=member["family"])
         copies += link_models(member_models, inputs, ctx.out, member["name"])
+    engines = {m["name"]: ctx.inputs[f"{m['name']}:engine"] for m in params.get("members", {}).values()}
+    if "engine" in ctx.inputs:
+        engines[name] = ctx.inputs["engine"]
+    write_toolchain(ctx, engines)
     ctx.record["copied_files"] = copies
     if copies:
         log.warning("repo: %d files were copied, not hardlinked (build/ and repos/ are on different filesystems)", copies)

@@ -7,6 +7,7 @@ built) and served alone; its embeddings are compared with PyTorch's.
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 from typing import Any
 
@@ -99,9 +100,11 @@ def project(tiny_bert: Path, tiny_clip_vision: Path, tmp_path_factory: pytest.Te
 
 def test_repository_holds_every_member_as_hardlinks(project: Path) -> None:
     repo = project / "repos/vlm"
-    assert sorted(p.name for p in repo.iterdir()) == [
+    assert sorted(p.name for p in repo.iterdir() if p.is_dir()) == [
         "clipv", "clipv_encoder", "clipv_preprocess", "tiny", "tiny_encoder", "tiny_tokenizer", "vlm", "vlm_search",
     ]  # fmt: skip
+    # What built each member's engine travels with the repository (cpu: the onnxruntime version).
+    assert sorted(json.loads((repo / "toolchain.json").read_text())["engines"]) == ["clipv", "tiny"]
     index = repo / "vlm_search/1/embeddings.npy"
     assert index.stat().st_ino == (project / "build/vlm/index/embeddings.npy").stat().st_ino
     assert not (project / "repos/clipv").exists()  # the members' own repositories were never needed

@@ -134,3 +134,26 @@ def test_missing_trtexec_on_target_trt_is_one_clear_line(tiny_bert: Path, tmp_pa
     result = run_doit(root, "engine:tiny", "target=trt")
     assert result.rc != 0
     assert "ERROR: engine:tiny: trtexec not found on PATH (target trt)" in result.stdout
+
+
+def test_repository_records_the_toolchain_and_a_new_tensorrt_rebuilds_engine_and_repo_only(tiny_bert: Path, tmp_path: Path) -> None:
+    root = copy_project(tmp_path / "p", {"tiny": trt_yaml(tiny_bert)})
+    env = doit_env({"FAKE_TRTEXEC_LOG": str(tmp_path / "argv.jsonl")}, path_prefix=FAKES)
+    assert run_doit(root, "build:tiny", env=env).rc == 0
+    record = read_json(root / "repos/tiny/toolchain.json")
+    assert record == {"target": "trt", "engines": {"tiny": {"tensorrt": "10.14.1", "gpu": "none", "compute_capability": "none"}}}
+    # A new TensorRT is a new trtexec binary (its --help is read again): another copy of the double, reporting 10.15.0.
+    upgraded = tmp_path / "tensorrt-10.15"
+    upgraded.mkdir()
+    shutil.copy(FAKES / "trtexec-help.txt", upgraded)
+    (upgraded / "trtexec").write_text((FAKES / "trtexec").read_text().replace('"101401"', '"101500"'))
+    (upgraded / "trtexec").chmod(0o755)
+    newer = doit_env({"FAKE_TRTEXEC_LOG": str(tmp_path / "argv.jsonl")}, path_prefix=upgraded)
+    result = run_doit(root, "build:tiny", env=newer)
+    assert result.rc == 0, result.stdout + result.stderr
+    assert result.executed == {"engine:tiny", "repo:tiny"}
+    assert read_json(root / "repos/tiny/toolchain.json")["engines"] == {
+        "tiny": {"tensorrt": "10.15.0", "gpu": "none", "compute_capability": "none"}
+    }
+    why = run_doit(root, "info", "engine:tiny", env=env)
+    assert "toolchain.tensorrt: 10.15.0 -> 10.14.1" in why.stdout

@@ -85,3 +85,37 @@ def test_without_mpirun_a_multi_rank_engine_cannot_be_served(tmp_path: Path, mon
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(ServerError, match="world size 2 needs mpirun"):
         leader_mode_command(["tritonserver", "--model-control-mode=none"], Ranks(2), None)
+
+
+# --- engines built for another toolchain are refused before the server starts ----------------------------
+
+BUILT = {"tensorrt_llm": "1.2.1", "tensorrt": "10.14.1", "gpu": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0"}
+
+
+def test_toolchain_mismatch_names_both_sides() -> None:
+    from tasks.launcher import toolchain_mismatch
+
+    assert toolchain_mismatch(BUILT, {**BUILT, "tensorrt": "10.14.1.48", "tensorrt_llm": "1.2.1+cu13"}) == []
+    assert toolchain_mismatch(BUILT, {**BUILT, "gpu": "none", "compute_capability": "none"}) == []  # unknown here: not checked
+    assert toolchain_mismatch(BUILT, {**BUILT, "tensorrt_llm": "1.3.0", "gpu": "NVIDIA A100-SXM4-80GB"}) == [
+        "TensorRT-LLM 1.2.1 (built) vs 1.3.0 (here)",
+        "GPU NVIDIA H100 80GB HBM3 (built) vs NVIDIA A100-SXM4-80GB (here)",
+    ]
+
+
+def test_a_trt_server_refuses_a_repository_built_by_another_tensorrt_llm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tasks import launcher
+    from tasks.launcher import check_repository_toolchain
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "toolchain.json").write_text(json.dumps({"target": "trt", "engines": {"llama": BUILT}}))
+    check_repository_toolchain(repo, lambda: dict(BUILT))  # the same toolchain: served
+    monkeypatch.setattr(launcher, "running_toolchain", lambda: {**BUILT, "tensorrt_llm": "1.3.0"})
+    server = TritonServer(repo, "trt", tmp_path / "server.log", ports=Ports(18010, 18011, 18012))
+    message = (
+        r"the engines of llama were built for another toolchain: TensorRT-LLM 1\.2\.1 \(built\) vs 1\.3\.0 \(here\); rebuild them here"
+    )
+    with pytest.raises(ServerError, match=message):
+        server.start()  # refused before any process starts
+    assert not (tmp_path / "server.log").exists()
