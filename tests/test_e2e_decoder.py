@@ -6,14 +6,12 @@ import json
 from pathlib import Path
 
 import pytest
-import tritonclient.grpc as grpcclient
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
-from tasks.launcher import TritonServer
 from tests.decoder_fixtures import build_tiny_decoder, hf_greedy
 from tests.helpers import FAKES, copy_project, doit_env, read_json, run_doit
-from tests.test_e2e_t5 import generate
+from tests.test_e2e_t5 import assert_ensemble_and_bls_answer
 
 YAML = """\
 name: {name}
@@ -54,14 +52,7 @@ def test_ensemble_and_bls_text_equal_transformers_greedy(family: str, cpu_projec
     expected = hf_greedy(checkpoints[family], PROMPTS, 10)
     assert all(expected)
     repo = cpu_project / f"repos/tiny-{family}"
-    with TritonServer(repo, "cpu", cpu_project / f"build/{family}-triton.log") as server:
-        client = grpcclient.InferenceServerClient(server.grpc_url)
-        try:
-            for prompt, want in zip(PROMPTS, expected, strict=True):
-                assert generate(client, "ensemble", prompt, 10) == want
-                assert generate(client, "tensorrt_llm_bls", prompt, 10) == want
-        finally:
-            client.close()
+    assert_ensemble_and_bls_answer(repo, cpu_project / f"build/{family}-triton.log", dict(zip(PROMPTS, expected, strict=True)), 10)
     converted = json.loads((cpu_project / f"build/tiny-{family}/convert/config.json").read_text())
     assert converted["architecture"] == {"gpt2": "GPTForCausalLM", "llama": "LlamaForCausalLM"}[family]
 

@@ -71,6 +71,18 @@ def generate(client: grpcclient.InferenceServerClient, model: str, prompt: str, 
     return out.decode() if isinstance(out, bytes) else str(out)
 
 
+def assert_ensemble_and_bls_answer(repo: Path, log: Path, answers: dict[str, str], max_tokens: int) -> None:
+    """Serve ``repo`` on cpu; the ensemble and the BLS model answer each prompt with its expected text."""
+    with TritonServer(repo, "cpu", log) as server:
+        client = grpcclient.InferenceServerClient(server.grpc_url)
+        try:
+            for prompt, want in answers.items():
+                assert generate(client, "ensemble", prompt, max_tokens) == want
+                assert generate(client, "tensorrt_llm_bls", prompt, max_tokens) == want
+        finally:
+            client.close()
+
+
 def test_cpu_repository_generates_what_transformers_generates(cpu_project: Path, tiny_t5: Path) -> None:
     repo = cpu_project / "repos/t5tiny"
     assert sorted(p.name for p in repo.iterdir() if p.is_dir()) == [
@@ -83,14 +95,7 @@ def test_cpu_repository_generates_what_transformers_generates(cpu_project: Path,
     assert json.loads((cpu_project / "build/t5tiny/engine/engine.json").read_text())["engine"] == "none"
     expected = hf_greedy(tiny_t5, PROMPTS, 12)
     assert any(expected)
-    with TritonServer(repo, "cpu", cpu_project / "build/t5-triton.log") as server:
-        client = grpcclient.InferenceServerClient(server.grpc_url)
-        try:
-            for prompt, want in zip(PROMPTS, expected, strict=True):
-                assert generate(client, "ensemble", prompt, 12) == want
-                assert generate(client, "tensorrt_llm_bls", prompt, 12) == want
-        finally:
-            client.close()
+    assert_ensemble_and_bls_answer(repo, cpu_project / "build/t5-triton.log", dict(zip(PROMPTS, expected, strict=True)), 12)
 
 
 def test_engine_edit_reruns_engine_config_repo_but_not_convert(cpu_project: Path) -> None:
