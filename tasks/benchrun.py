@@ -238,8 +238,7 @@ def run(ctx: StageContext) -> None:
     prompts_file = _prompts_file(ctx)
     prompts = workload.prompts(tokenizer, bench, prompts_file, params["yaml"])
     served_name = bench["model"] if kind == "llm" else name
-    ranks = Ranks(params["ranks"]["world_size"], tuple(params["ranks"]["gpus"]))
-    server = TritonServer(repo, params["target"], ctx.log_path("bench-tritonserver"), ranks=ranks)
+    server = TritonServer(repo, params["target"], ctx.log_path("bench-tritonserver"), ranks=Ranks.from_params(params["ranks"]))
     text_output = TEXT_OUTPUT if kind == "llm" else None
     log.info("bench:%s: starting Triton on %s", name, repo)
     with server, loadgen.Client(server.grpc_url, served_name, timeout_s=bench["request_timeout_s"], text_output=text_output) as client:

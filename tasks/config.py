@@ -74,10 +74,10 @@ def output_size(hf_dir: Path, expected: int) -> tuple[int, int]:
     return size["height"], size["width"]
 
 
-def modality_values(family: str, hf_dir: Path, engine: Mapping[str, Any]) -> dict[str, object]:
+def modality_values(family: str, hf_dir: Path, hf_config: Mapping[str, Any], engine: Mapping[str, Any]) -> dict[str, object]:
     """What differs between a text encoder (tokenizer in front) and an image encoder (preprocessing in front)."""
     if encoders.family(family).modality == "image":
-        size = encoders.image_size(encoders.read_config(hf_dir))
+        size = encoders.image_size(hf_config)
         height, width = output_size(hf_dir, size)
         return {"modality": "image", "crop_height": height, "crop_width": width}
     return {"modality": "text", "max_seq_len": engine["max_seq_len"]}
@@ -85,7 +85,8 @@ def modality_values(family: str, hf_dir: Path, engine: Mapping[str, Any]) -> dic
 
 def values(ctx: StageContext, models: list[layout.TritonModel]) -> dict[str, object]:
     triton, params = ctx.params["triton"], ctx.params
-    signature = encoders.signature_of(params["family"], ctx.inputs["hf"])
+    hf_config = encoders.read_config(ctx.inputs["hf"])
+    signature = encoders.family(params["family"]).signature(hf_config)
     names = [t.name for t in signature.inputs]
     return {
         "name": params["name"],
@@ -103,7 +104,7 @@ def values(ctx: StageContext, models: list[layout.TritonModel]) -> dict[str, obj
         "encoder_input_map": _maps("input_map", names),
         "embedding_output": signature.embedding,
         "embedding_size": signature.embedding_size,
-        **modality_values(params["family"], ctx.inputs["hf"], params["engine"]),
+        **modality_values(params["family"], ctx.inputs["hf"], hf_config, params["engine"]),
     }
 
 

@@ -268,10 +268,6 @@ def family(name: str) -> Family:
     return FAMILIES[name]
 
 
-def signature_of(family_name: str, hf_dir: Path) -> Signature:
-    return FAMILIES[family_name].signature(read_config(hf_dir))
-
-
 def read_signature(export_dir: Path) -> Signature:
     """The signature the export stage wrote beside ``model.onnx``."""
     return Signature.from_json(json.loads((export_dir / SIGNATURE_FILE).read_text(encoding="utf-8")))

@@ -11,7 +11,6 @@ there (early cut-off).
 from __future__ import annotations
 
 import logging
-import os
 import re
 import shutil
 import subprocess
@@ -20,7 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from tasks import encoders, toolchain, trtexec
+from tasks import encoders, fsops, toolchain, trtexec
 from tasks.errors import UserError
 from tasks.stage import StageContext
 
@@ -99,9 +98,8 @@ def timing_cache(path: Path, record: dict[str, Any]) -> Iterator[Path]:
     tactic search faster, so it may be deleted or grow without making anything outdated.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    for stale in path.parent.glob(".*.tmp-*"):  # left by a killed run (the project lock excludes a live one)
-        stale.unlink(missing_ok=True)
-    work = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    fsops.remove_stale_tmp(path)  # a copy left by a killed run
+    work = fsops.tmp_sibling(path)
     existed = path.is_file()
     if existed:
         shutil.copyfile(path, work)

@@ -45,7 +45,7 @@ class Component:
     pp_size: int
 
 
-def read_component(folder: Path, where: str) -> Component:
+def read_component(folder: Path, where: str, name: str | None = None) -> Component:
     """The dtype and parallel mapping from ``folder/config.json``; its rank weights must all be there."""
     try:
         config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
@@ -63,7 +63,7 @@ def read_component(folder: Path, where: str) -> Component:
     missing = [f"rank{r}.safetensors" for r in range(world) if not (folder / f"rank{r}.safetensors").is_file()]
     if missing:
         raise UserError(where, f"{folder} lacks {', '.join(missing)} for world size {world}; convert the checkpoint again")
-    return Component(folder.name, folder, dtype, world, tp, pp)
+    return Component(name or folder.name, folder, dtype, world, tp, pp)
 
 
 def check_gpus(parts: list[Component], where: str) -> None:
@@ -93,8 +93,7 @@ def _parts(ctx: StageContext, family: str, where: str) -> list[Component]:
     checkpoint = ctx.inputs["checkpoint"]
     if family == "t5":
         return [read_component(checkpoint / name, where) for name in trtllm.COMPONENTS]
-    part = read_component(checkpoint, where)
-    return [Component(DECODER_ONLY_DIR, part.folder, part.dtype, part.world_size, part.tp_size, part.pp_size)]
+    return [read_component(checkpoint, where, DECODER_ONLY_DIR)]
 
 
 def _argv(ctx: StageContext, family: str, part: Component, binary: Path, table: trtllm.FlagTable) -> list[str]:

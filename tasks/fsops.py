@@ -118,6 +118,11 @@ def write_json_atomic(path: Path, data: Any) -> None:  # noqa: ANN401 - any JSON
     tmp.replace(path)
 
 
+def read_lines(path: Path) -> list[str]:
+    """The non-empty lines of a UTF-8 text file, stripped (prompt and corpus files); OSError or UnicodeDecodeError."""
+    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
 def read_json(path: Path) -> Any:  # noqa: ANN401 - any JSON value
     """Parsed JSON, or None when the file is missing or unreadable (treated as not built)."""
     try:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from tasks import bench, config, convert, engine, engine_llm, export, fetch, index, layout, repo, toolchain, trtllm
-from tasks.schema import ModelSpec, calibration_file, corpus_file, corpus_images, load_models, prompts_file, server_ranks
+from tasks.schema import ModelSpec, calibration_file, check_corpus, corpus_file, load_models, prompts_file, server_ranks
 from tasks.stage import Action, Stage, to_task
 
 log = logging.getLogger(__name__)
@@ -212,7 +212,7 @@ def ensemble_index(model: ModelGraph, member: Mapping[str, str], corpus: Path) -
         "code": index.CODE_VERSION,
     }
     deps = {role: graph.stage_of(stage, member["name"]) for role, stage in MEMBER_STAGES.items()}
-    files = [_rel(p) for p in (corpus, *corpus_images(spec))]
+    files = [_rel(p) for p in (corpus, *check_corpus(spec))]
     doc = f"vector index of {corpus} embedded by {member['name']}"
     return model.stage("index", params, index.action, doc, deps=deps, files=files, target=model.target)
 

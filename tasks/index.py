@@ -19,7 +19,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tasks import fsops, layout, lock, repo
+from tasks import fsops, layout, lock, repo, schema
 from tasks.errors import UserError
 from tasks.stage import StageContext
 
@@ -33,15 +33,11 @@ EMBEDDINGS, ITEMS, FACTS = "embeddings.npy", "items.json", "index.json"
 _PROGRESS_S = 10.0
 
 
-def read_items(corpus: Path) -> list[str]:
-    return [line.strip() for line in corpus.read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
 def payloads(items: Sequence[str], role: str, corpus: Path) -> list[bytes]:
     """What the member's ensemble receives: UTF-8 text, or an image file's bytes."""
     if role == "text":
         return [item.encode("utf-8") for item in items]
-    return [(Path(item) if Path(item).is_absolute() else corpus.parent / item).read_bytes() for item in items]
+    return [schema.corpus_item_path(corpus, item).read_bytes() for item in items]
 
 
 def batches(values: Sequence[bytes], size: int) -> Iterator[Sequence[bytes]]:
@@ -87,7 +83,7 @@ def action(ctx: StageContext) -> None:
 
     params, settings = ctx.params, ctx.params["index"]
     corpus, role, member = Path(params["corpus"]), settings["member"], params["member"]["name"]
-    items = read_items(corpus)
+    items = schema.read_corpus(corpus, schema.Where(str(corpus), "index.corpus"))
     values = payloads(items, role, corpus)
     serving = fsops.tmp_sibling(ctx.stage.out_dir.parent / "index-serving")
     fsops.remove_stale_tmp(serving)

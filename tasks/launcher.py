@@ -42,7 +42,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from http import HTTPStatus
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Self
+from typing import IO, TYPE_CHECKING, Any, Self
 
 from tasks import lock, toolchain
 from tasks.errors import UserError
@@ -257,6 +257,11 @@ class Ranks:
 
     world_size: int = 1
     gpus: tuple[int, ...] = ()
+
+    @classmethod
+    def from_params(cls, ranks: dict[str, Any]) -> Ranks:
+        """From ``schema.server_ranks`` (as serve and bench params carry it)."""
+        return cls(int(ranks["world_size"]), tuple(ranks["gpus"]))
 
 
 def leader_mode_command(rank_argv: list[str], ranks: Ranks, shm_prefix: str | None) -> list[str]:

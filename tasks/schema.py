@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from tasks import trtexec, trtllm
+from tasks import fsops, trtexec, trtllm
 from tasks.errors import YamlError
 
 log = logging.getLogger(__name__)
@@ -526,14 +526,10 @@ def corpus_file(spec: ModelSpec) -> Path | None:
     return model_relative(spec, "index", "corpus")
 
 
-def corpus_items(spec: ModelSpec) -> list[str]:
+def read_corpus(path: Path, where: Where) -> list[str]:
     """The corpus lines: texts, or image paths relative to the corpus file."""
-    path = corpus_file(spec)
-    if path is None:
-        return []
-    where = Where(str(spec.file), "index.corpus")
     try:
-        items = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        items = fsops.read_lines(path)
     except (OSError, UnicodeDecodeError) as exc:
         raise where.error(f"cannot read {path} ({exc}); expected a UTF-8 file with one item per line, relative to the model file") from None
     if not items:
@@ -541,14 +537,25 @@ def corpus_items(spec: ModelSpec) -> list[str]:
     return items
 
 
-def corpus_images(spec: ModelSpec) -> list[Path]:
-    """For an image index: the image files the corpus lists (their bytes are the stage's inputs)."""
+def corpus_item_path(corpus: Path, item: str) -> Path:
+    """An image corpus line: absolute, or relative to the corpus file."""
+    return Path(item) if Path(item).is_absolute() else corpus.parent / item
+
+
+def check_corpus(spec: ModelSpec) -> list[Path]:
+    """Read the corpus once: every line for a text index; for an image index, the image files it lists.
+
+    The image files are returned (their bytes are the index stage's inputs); a text corpus gives none.
+    """
     corpus = corpus_file(spec)
-    if corpus is None or spec.block("index")["member"] != "image":
+    if corpus is None:
+        return []
+    items = read_corpus(corpus, Where(str(spec.file), "index.corpus"))
+    if spec.block("index")["member"] != "image":
         return []
     images = []
-    for number, item in enumerate(corpus_items(spec), start=1):
-        image = Path(item) if Path(item).is_absolute() else corpus.parent / item
+    for number, item in enumerate(items, start=1):
+        image = corpus_item_path(corpus, item)
         if not image.is_file():
             raise Where(str(spec.file), "index.corpus").error(f"{corpus}: line {number}: no such image file {image}")
         images.append(image)
@@ -638,8 +645,7 @@ def load_model(path: Path, shown: str | None = None) -> ModelSpec:
     check_limits(spec, _checkpoint_config(source, path))
     check_prompts(spec)
     check_calibration(spec)
-    corpus_items(spec)
-    corpus_images(spec)
+    check_corpus(spec)
     return spec
 
 

@@ -42,7 +42,7 @@ def serve(model: str, target: str, address: str, ports: dict[str, str], ranks: d
             BUILD / model / "logs" / "serve-tritonserver.log",
             ports=Ports(numbers["http_port"], numbers["grpc_port"], numbers["metrics_port"]),
             address=address,
-            ranks=Ranks(ranks["world_size"], tuple(ranks["gpus"])),
+            ranks=Ranks.from_params(ranks),
         )
     except UserError as exc:
         return TaskFailed(str(exc))

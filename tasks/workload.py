@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from tasks import fsops
 from tasks.errors import UserError
 
 # Vocabulary pieces carry a word-start or continuation marker depending on the tokenizer family.
@@ -48,10 +49,9 @@ def count_tokens(tokenizer: Any, texts: Sequence[str]) -> list[int]:  # noqa: AN
 def read_prompts(path: Path, shown: str) -> list[str]:
     """One prompt per non-empty line of a UTF-8 text file."""
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        prompts = fsops.read_lines(path)
     except (OSError, UnicodeDecodeError) as exc:
         raise UserError(shown, f"bench.prompts: cannot read {path}: {exc}") from None
-    prompts = [line.strip() for line in lines if line.strip()]
     if not prompts:
         raise UserError(shown, f"bench.prompts: {path} holds no prompt (one per line expected)")
     return prompts
