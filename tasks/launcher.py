@@ -706,15 +706,18 @@ class TritonServer:
         self._ports = ports
         self._exit_code = None
         log.debug("starting %s", argv)
-        self._proc = subprocess.Popen(
-            argv,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            preexec_fn=_stop_with_parent,  # noqa: PLW1509 - doit runs actions single-threaded
-        )
+        # A Ctrl-C inside Popen, after the fork but before self._proc is set, would leave a
+        # server that stop() does not know about: hold it until the process is recorded.
+        with lock.uninterrupted():
+            self._proc = subprocess.Popen(
+                argv,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=self._log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=_stop_with_parent,  # noqa: PLW1509 - doit runs actions single-threaded
+            )
         return self._proc
 
     def _wait_ready(self, proc: subprocess.Popen[bytes]) -> None:

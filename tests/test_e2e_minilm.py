@@ -106,13 +106,18 @@ def test_serve_runs_until_ctrl_c_and_leaves_no_process(project: Path) -> None:
     ports = pick_free_ports()
     stubs_before = set(live_stub_pids())
     args = ["serve:minilm", "target=cpu", f"http_port={ports.http}", f"grpc_port={ports.grpc}", f"metrics_port={ports.metrics}"]
-    proc = subprocess.Popen(doit_argv(*args), cwd=project, env=doit_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    err_path = project / "serve-stderr.txt"
+    with err_path.open("w") as err_file:
+        proc = subprocess.Popen(doit_argv(*args), cwd=project, env=doit_env(), stdout=subprocess.PIPE, stderr=err_file, text=True)
     try:
+        # Wait for serve's own "ready" line, not only the port: Triton can answer before
+        # serve has finished its readiness poll, and Ctrl-C then is a stop while starting.
         deadline = time.monotonic() + 120
-        while not _ready(ports.http):
-            assert proc.poll() is None, proc.communicate()
+        while "minilm ready" not in err_path.read_text():
+            assert proc.poll() is None, err_path.read_text()
             assert time.monotonic() < deadline
             time.sleep(0.3)
+        assert _ready(ports.http)
         client = httpclient.InferenceServerClient(f"127.0.0.1:{ports.http}")
         text = httpclient.InferInput("text", [1, 1], "BYTES")
         text.set_data_from_numpy(np.array([[b"hello triton"]], dtype=object))
@@ -120,7 +125,8 @@ def test_serve_runs_until_ctrl_c_and_leaves_no_process(project: Path) -> None:
         client.close()
     finally:
         proc.send_signal(signal.SIGINT)
-        out, err = communicate_or_kill(proc, 60)
+        out, _ = communicate_or_kill(proc, 60)
+    err = err_path.read_text()
     assert proc.returncode == 0, out + err
     assert "serve: stopped" in err
     assert set(live_stub_pids()) <= stubs_before
