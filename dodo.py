@@ -6,6 +6,8 @@ doit info engine:minilm      why a task is outdated
 doit serve:minilm            run Triton on repos/minilm
 doit bench:minilm            benchmark it -> results/minilm/
 doit build:vlm               an ensemble of other models' artifacts (+ index:vlm when it has a corpus)
+doit compare:flan-t5         a swept model's variants side by side -> results/flan-t5/summary.csv
+doit promote:flan-t5@max_batch_size-8   serve that variant as repos/flan-t5
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Any
 
 from doit import get_var
 
-from tasks import graph, hashing, lock, logs, serve, toolchain
+from tasks import graph, hashing, lock, logs, promote, serve, toolchain
 from tasks.reporter import Reporter
 
 logs.configure(get_var("log", "info"))
@@ -83,6 +85,11 @@ def task_bench() -> Iterator[dict[str, Any]]:
     yield from GRAPH.tasks("bench")
 
 
+def task_compare() -> Iterator[dict[str, Any]]:
+    """Every variant of a sweep compared -> results/<m>/summary.csv, summary.png, best.json (swept models with bench:)."""
+    yield from GRAPH.tasks("compare")
+
+
 def task_build() -> Iterator[dict[str, Any]]:
     """All stages of a model; plain ``doit build`` builds every model."""
     yield from graph.build_groups(GRAPH)
@@ -92,3 +99,8 @@ def task_serve() -> Iterator[dict[str, Any]]:
     """Run Triton on repos/<m> in the foreground (Ctrl-C stops it)."""
     ports = {name: get_var(name, str(port)) for name, port in serve.DEFAULT_PORTS.items()}
     yield from serve.serve_tasks(GRAPH, get_var("address", "127.0.0.1"), ports)
+
+
+def task_promote() -> Iterator[dict[str, Any]]:
+    """Serve one variant of a sweep as repos/<m>: doit promote:<m>@<values> (explicit; never part of build)."""
+    yield from promote.promote_tasks(GRAPH)

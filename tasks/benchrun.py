@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tasks import loadgen, metrics, perftools, results, serverstats, workload
+from tasks import loadgen, metrics, perftools, progress, results, serverstats, workload
 from tasks.errors import UserError
 from tasks.launcher import Ranks, TritonServer
 from tasks.stage import StageContext
@@ -90,13 +90,16 @@ def _builtin_row(run: Run, level: loadgen.Level) -> metrics.Row:
 def _run_builtin(run: Run) -> tuple[list[metrics.Row], list[dict[str, Any]]]:
     bench = run.bench
     settings = loadgen.Settings(bench["measurement_interval_ms"] / 1000.0, bench["stability_percentage"], bench["max_trials"])
-    rows, levels = [], []
+    rows: list[metrics.Row] = []
+    levels: list[dict[str, Any]] = []
     for concurrency in bench["concurrency"]:
-        level = loadgen.measure(run.client, concurrency, settings, len(run.prompts))
+        what = f"bench:{run.ctx.params['variant']}: concurrency {concurrency}"
+        with progress.watch(what, lambda: f"level {len(rows) + 1} of {len(bench['concurrency'])}"):
+            level = loadgen.measure(run.client, concurrency, settings, len(run.prompts))
         if not level.stable:
             log.warning(
                 "bench:%s: concurrency %d not stable within %d windows of %d ms (±%g %%); reporting the last %d",
-                run.ctx.stage.model,
+                run.ctx.params["name"],
                 concurrency,
                 level.windows,
                 bench["measurement_interval_ms"],
@@ -114,7 +117,7 @@ def _progress(run: Run, row: metrics.Row) -> None:
     p99 = row.get(metrics.percentile_column(99))
     log.info(
         "bench:%s: concurrency %d: %.1f infer/s, p99 %.2f ms",
-        run.ctx.stage.model,
+        run.ctx.params["name"],
         int(row[metrics.CONCURRENCY] or 0),
         row[metrics.THROUGHPUT] or 0.0,
         (p99 or 0.0) / 1000.0,
@@ -154,7 +157,7 @@ def _external_row(run: Run, binary: Path, tool: perftools.ToolRun, prompts_file:
     row = perftools.run_genai_perf(
         binary,
         tool,
-        tokenizer_dir=tokenizer_dir(run.ctx.inputs["repo"], "llm", run.ctx.stage.model),
+        tokenizer_dir=tokenizer_dir(run.ctx.inputs["repo"], "llm", run.ctx.params["name"]),
         input_tokens=bench["input_tokens"],
         output_tokens=bench["output_tokens"],
         num_prompts=bench["num_prompts"],
@@ -172,7 +175,8 @@ def _external_row(run: Run, binary: Path, tool: perftools.ToolRun, prompts_file:
 def _run_external(run: Run, url: str, prompts_file: Path | None) -> tuple[list[metrics.Row], list[dict[str, Any]]]:
     binary = perftools.find_tool(run.bench["tool"])
     work = run.ctx.stage.log_dir / f"bench-{run.bench['tool']}"
-    rows, levels = [], []
+    rows: list[metrics.Row] = []
+    levels: list[dict[str, Any]] = []
     for concurrency in run.bench["concurrency"]:
         level_dir = work / f"concurrency{concurrency}"
         level_dir.mkdir(parents=True, exist_ok=True)
@@ -200,7 +204,7 @@ def git_commit() -> dict[str, Any]:
 def _metadata(ctx: StageContext, served: loadgen.ServedModel, streaming: bool) -> dict[str, Any]:  # noqa: FBT001
     params = ctx.params
     return {
-        "model": ctx.stage.model,
+        "model": params["name"],
         "variant": params["variant"],
         "served_model": served.name,
         "target": params["target"],
@@ -232,7 +236,7 @@ def _prompts_file(ctx: StageContext) -> Path | None:
 def run(ctx: StageContext) -> None:
     """Measure every level of ``bench.concurrency`` on a fresh server and write the outputs into ``ctx.out``."""
     params = ctx.params
-    bench, kind, name = params["bench"], params["kind"], ctx.stage.model
+    bench, kind, name = params["bench"], params["kind"], params["name"]
     repo = ctx.inputs["repo"]
     tokenizer = workload.load_tokenizer(tokenizer_dir(repo, kind, name))
     prompts_file = _prompts_file(ctx)

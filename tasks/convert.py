@@ -12,7 +12,7 @@ import resource
 import time
 from pathlib import Path
 
-from tasks import converters
+from tasks import converters, progress
 from tasks.stage import StageContext
 
 log = logging.getLogger(__name__)
@@ -58,7 +58,8 @@ def action(ctx: StageContext) -> None:
     log.info("convert: %s -> TRT-LLM checkpoint (%s, %s, tp %d, pp %d)", source, family, settings.dtype, settings.tp_size, settings.pp_size)
     own_peak = reset_peak_rss()
     started = time.monotonic()
-    result = convert(source, ctx.out, settings, where)
+    with progress.watch(f"{where}: converting", progress.tree_size(ctx.out)):
+        result = convert(source, ctx.out, settings, where)
     seconds = max(time.monotonic() - started, 1e-9)
     ctx.record["convert"] = {
         "family": family,

@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from tasks import encoders, fsops, toolchain, trtexec
+from tasks import encoders, fsops, progress, toolchain, trtexec
 from tasks.errors import UserError
 from tasks.stage import StageContext
 
@@ -75,7 +75,7 @@ def _tail(path: Path) -> str:
 def run_tool(argv: list[str], log_path: Path, what: str) -> None:
     """Run a build tool with its output in ``log_path``; failure shows the last lines."""
     log.info("%s: %s (log: %s)", what, " ".join(argv), log_path)
-    with log_path.open("w", encoding="utf-8") as sink:
+    with log_path.open("w", encoding="utf-8") as sink, progress.watch(f"{what}: {Path(argv[0]).name}", progress.log_tail(log_path)):
         try:
             code = subprocess.run(argv, stdout=sink, stderr=subprocess.STDOUT, check=False).returncode
         except OSError as exc:
@@ -85,21 +85,28 @@ def run_tool(argv: list[str], log_path: Path, what: str) -> None:
 
 
 def timing_cache_path(stage_out: Path, tools: Mapping[str, str]) -> Path:
-    """One cache per TensorRT version and GPU: a cache from another one is of no use to TensorRT."""
+    """One cache per TensorRT version and GPU: a cache from another one is of no use to TensorRT.
+
+    It sits under the model, not the variant (``build/<m>/``, not ``build/<m>@.../``): every
+    variant of a sweep builds the same layers, and each build makes the next one faster.
+    """
     slug = re.sub(r"[^A-Za-z0-9.]+", "-", "-".join(tools[k] for k in ("tensorrt", "gpu", "compute_capability"))).strip("-")
-    return stage_out.parent / TIMING_CACHE_DIR / f"{slug}.cache"
+    owner = stage_out.parent
+    return owner.with_name(owner.name.split("@", 1)[0]) / TIMING_CACHE_DIR / f"{slug}.cache"
 
 
 @contextmanager
-def timing_cache(path: Path, record: dict[str, Any]) -> Iterator[Path]:
-    """A private copy of the persistent cache for trtexec; kept only if the build succeeds.
+def timing_cache(path: Path, record: dict[str, Any], work: Path | None = None) -> Iterator[Path]:
+    """A private copy of the persistent cache for the build tool; kept only if the build succeeds.
 
     The cache is neither an input nor a param of any stage: it only makes TensorRT's
     tactic search faster, so it may be deleted or grow without making anything outdated.
+    ``work`` names the copy where its path must not change between runs (trtllm-build
+    writes it into the engine's config.json); the project lock keeps it private.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     fsops.remove_stale_tmp(path)  # a copy left by a killed run
-    work = fsops.tmp_sibling(path)
+    work = work or fsops.tmp_sibling(path)
     existed = path.is_file()
     if existed:
         shutil.copyfile(path, work)

@@ -14,9 +14,10 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from tasks import fsops, toolchain, trtllm
-from tasks.engine import run_tool
+from tasks.engine import run_tool, timing_cache, timing_cache_path
 from tasks.errors import UserError
 from tasks.stage import StageContext
 
@@ -96,9 +97,8 @@ def _parts(ctx: StageContext, family: str, where: str) -> list[Component]:
     return [read_component(checkpoint, where, DECODER_ONLY_DIR)]
 
 
-def _argv(ctx: StageContext, family: str, part: Component, binary: Path, table: trtllm.FlagTable) -> list[str]:
+def _argv(ctx: StageContext, family: str, part: Component, binary: Path, table: trtllm.FlagTable, *, cache: Path) -> list[str]:
     engine = ctx.params["engine"]
-    cache = ctx.log_path(f"engine-{part.name}").with_suffix(".timing-cache")
     out = ctx.out / part.name
     if family == "t5":
         return trtllm.t5_argv(binary, part.name, part.folder, out, engine, part.dtype, table, workers=part.world_size, timing_cache=cache)
@@ -119,17 +119,27 @@ def build_trt(ctx: StageContext) -> None:
         raise UserError(where, f"cannot read the TensorRT-LLM version (no tensorrt_llm package metadata, no version in {binary} --help)")
     # trtllm-build builds every rank of the checkpoint itself, one process per worker and GPU;
     # it is not wrapped in mpirun (serving is where mpirun belongs: one rank per process).
-    argvs = {part.name: _argv(ctx, family, part, binary, table) for part in parts}
+    # Every argv is checked before the first build: a bad decoder flag must not cost an encoder build.
+    private = {part.name: ctx.log_path(f"engine-{part.name}").with_suffix(".timing-cache") for part in parts}
+    argvs = {part.name: _argv(ctx, family, part, binary, table, cache=private[part.name]) for part in parts}
     if engine["extra_args"]:
         log.warning("engine: passing engine.extra_args to trtllm-build unchecked: %s", " ".join(engine["extra_args"]))
+    caches: dict[str, dict[str, Any]] = {}
     for part in parts:
-        run_tool(argvs[part.name], ctx.log_path(f"engine-{part.name}"), where)
+        # One persistent cache per component, TensorRT and GPU, shared by every variant of a sweep
+        # (tasks.engine.timing_cache: it never makes a build outdated).  The private copy has a
+        # stable path because trtllm-build records it in the engine's config.json.
+        shared = timing_cache_path(ctx.stage.out_dir, ctx.params["toolchain"])
+        facts: dict[str, Any] = {}
+        with timing_cache(shared.with_name(f"{shared.stem}-{part.name}.cache"), facts, private[part.name]):
+            run_tool(argvs[part.name], ctx.log_path(f"engine-{part.name}"), where)
+        caches[part.name] = facts["timing_cache"]
         built = engine_version(ctx.out / part.name, part, where)
         # A local build tag ("1.2.1+cu13") in the package metadata is not part of tensorrt_llm.__version__.
         if built.split("+")[0] != table.version.split("+")[0]:
             msg = f"the {part.name} engine was built by TensorRT-LLM {built} but TensorRT-LLM {table.version} is installed"
             raise UserError(where, f"{msg}; {binary} belongs to another installation")
-    ctx.record.update({"trtllm_version": table.version, "argv": argvs, "flag_table": table.source})
+    ctx.record.update({"trtllm_version": table.version, "argv": argvs, "flag_table": table.source, "timing_cache": caches})
     ctx.record["world_size"] = {part.name: part.world_size for part in parts}
 
 

@@ -13,16 +13,25 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from tasks import bench, config, convert, engine, engine_llm, export, fetch, index, layout, repo, toolchain, trtllm
+from tasks import bench, compare, config, convert, engine, engine_llm, export, fetch, index, layout, repo, toolchain, trtllm
 from tasks.schema import ModelSpec, calibration_file, check_corpus, corpus_file, load_models, prompts_file, server_ranks
-from tasks.stage import Action, Stage, to_task
+from tasks.stage import Action, Stage, canonical, to_task
 
 log = logging.getLogger(__name__)
 
 BUILD = Path("build")
 REPOS = Path("repos")
 MODELS = Path("models")
-STAGE_ORDER = ("fetch", "convert", "export", "engine", "index", "config", "repo", "bench")
+STAGE_ORDER = ("fetch", "convert", "export", "engine", "index", "config", "repo", "bench", "compare")
+# The blocks each shareable stage reads: the variants of a sweep that agree on them share one
+# build of it (fetch always; convert unless convert.* is swept ...).  Config, repo, index and
+# bench belong to one variant each: they carry its repository path or its results.
+SHARED_BY: dict[str, tuple[str, ...]] = {
+    "fetch": (),
+    "convert": ("convert",),
+    "export": ("export",),
+    "engine": ("convert", "export", "engine"),
+}
 # The engine keys the LLM templates read (the rest only shape trtllm-build's argv).
 LLM_CONFIG_ENGINE_KEYS = ("max_beam_width", "max_input_len", "max_output_len")
 
@@ -36,6 +45,12 @@ class Graph:
     stages: dict[str, list[Stage]] = field(default_factory=dict)
 
     def add(self, stage: Stage) -> Stage:
+        """Add a stage, or return the same one a sibling variant already added."""
+        for known in self.stages.get(stage.name, []):
+            if known.model == stage.model:
+                if canonical(known.params) != canonical(stage.params) or known.deps != stage.deps:
+                    raise RuntimeError(f"{stage.task_name}: variants sharing this stage disagree on its params or inputs")
+                return known
         self.stages.setdefault(stage.name, []).append(stage)
         return stage
 
@@ -70,9 +85,10 @@ class ModelGraph:
         return self.graph.target.name
 
     def stage(self, name: str, params: Mapping[str, Any], action: Action, doc: str, **kw: Any) -> Stage:  # noqa: ANN401
-        out = BUILD / self.spec.name
+        owner = self.spec.owner(SHARED_BY[name]) if name in SHARED_BY else self.spec.variant
+        out = BUILD / owner
         kw.setdefault("log_dir", out / "logs")
-        return self.graph.add(Stage(name, self.spec.name, params, kw.pop("out_dir", out / name), action, doc, **kw))
+        return self.graph.add(Stage(name, owner, params, kw.pop("out_dir", out / name), action, doc, **kw))
 
     def fetch(self) -> Stage:
         folder, files, source = fetch.source_files(self.spec)
@@ -86,12 +102,12 @@ class ModelGraph:
         models = layout.triton_models(spec.kind, spec.name, self.target, None, family=spec.family, searchable="index" in params)
         templates = layout.template_files(models)
         full = {"name": spec.name, "kind": spec.kind, "family": spec.family, **params, "target": self.target, "code": config.CODE_VERSION}
-        doc = f"Triton configs of {spec.name}"
+        doc = f"Triton configs of {spec.variant}"
         return self.stage("config", full, config.action, doc, deps=deps, files=[_rel(p) for p in templates], target=self.target)
 
     def repo(self, deps: Mapping[str, Stage], members: Mapping[str, Any] | None = None) -> Stage:
-        m = self.spec.name
-        params: dict[str, Any] = {"name": m, "kind": self.spec.kind, "family": self.spec.family, "target": self.target}
+        m = self.spec.variant
+        params: dict[str, Any] = {"name": self.spec.name, "kind": self.spec.kind, "family": self.spec.family, "target": self.target}
         params |= {"members": members, "searchable": "index" in deps} if members else {}
         params["code"] = repo.CODE_VERSION
         doc = f"Triton repository repos/{m}"
@@ -108,7 +124,8 @@ class ModelGraph:
             # Recorded with the results, so a result always names the flags of the engine it measured.
             "engine": spec.block("engine"),
             "kind": spec.kind,
-            "variant": spec.name,
+            "name": spec.name,
+            "variant": spec.variant,
             "yaml": str(spec.file),
             "ranks": server_ranks(spec),
             "target": self.target,
@@ -117,8 +134,8 @@ class ModelGraph:
         }
         prompts = prompts_file(spec)
         files = [_rel(prompts)] if prompts is not None else []
-        doc = f"benchmark of repos/{spec.name} -> results/{spec.name}/"
-        outputs = bench.output_files(spec.name)
+        doc = f"benchmark of repos/{spec.variant} -> results/{spec.name}/"
+        outputs = bench.output_files(spec.variant)
         return self.stage("bench", params, bench.action, doc, deps={"repo": published}, files=files, target=self.target, published=outputs)
 
 
@@ -137,7 +154,7 @@ def encoder_stages(model: ModelGraph) -> None:
     engine_block["calibration_cache"] = _rel(calibration).as_posix() if calibration else None
     built = model.stage(
         "engine", {"engine": engine_block, "target": target, "toolchain": tools, "code": engine.CODE_VERSION},
-        engine.action, f"{target} engine of {spec.name}", deps={"onnx": exported}, target=target,
+        engine.action, f"{target} engine of {spec.owner(SHARED_BY['engine'])}", deps={"onnx": exported}, target=target,
         files=[_rel(calibration)] if calibration else [],
     )  # fmt: skip
     # The tokenizer truncates to the engine's sequence limit; an image has none.
@@ -159,13 +176,13 @@ def llm_stages(model: ModelGraph) -> None:
     built = model.stage(
         "engine",
         {"engine": spec.block("engine"), "family": spec.family, "target": target, "toolchain": tools, "code": engine_llm.CODE_VERSION},
-        engine_llm.action, f"{target} engines of {spec.name}", deps={"checkpoint": converted}, target=target,
+        engine_llm.action, f"{target} engines of {spec.owner(SHARED_BY['engine'])}", deps={"checkpoint": converted}, target=target,
     )  # fmt: skip
     engine_keys = {k: spec.block("engine")[k] for k in LLM_CONFIG_ENGINE_KEYS}
     params: dict[str, Any] = {"triton": spec.block("triton"), "engine": engine_keys}
     if target == "trt":
         # Engine paths in the TRT-LLM pbtxt are absolute: moving the checkout must refill them.
-        params["repo_dir"] = str((REPOS / spec.name).resolve())
+        params["repo_dir"] = str((REPOS / spec.variant).resolve())
     configured = model.config({"hf": fetched}, params)
     published = model.repo({"config": configured, "engine": built, "hf": fetched})
     model.bench(published, tools)
@@ -224,16 +241,49 @@ def build_graph(target: toolchain.Target, models_dir: Path = MODELS) -> Graph:
     graph = Graph(target, load_models(models_dir))
     # Ensembles last: they depend on their members' stages.
     for spec in sorted(graph.specs, key=lambda s: s.kind == "ensemble"):
-        BUILDERS[spec.kind](ModelGraph(graph, spec))
+        for variant in spec.variants or (spec,):
+            BUILDERS[spec.kind](ModelGraph(graph, variant))
+        if spec.variants and "compare" in spec.blocks:
+            compare_stage(graph, spec)
     return graph
 
 
+def compare_stage(graph: Graph, spec: ModelSpec) -> Stage:
+    """``compare:<m>``: every variant's benchmark in one table and plot, and the best variant named."""
+    benches = {v.variant: graph.stage_of("bench", v.variant) for v in spec.variants}
+    settings = {v.variant: dict(v.point.values) if v.point else {} for v in spec.variants}
+    params = {"name": spec.name, "compare": spec.block("compare"), "variants": settings, "code": compare.CODE_VERSION}
+    stage = Stage(
+        "compare", spec.name, params, BUILD / spec.name / "compare", compare.action,
+        f"the variants of {spec.name} side by side -> results/{spec.name}/summary.csv, summary.png, best.json",
+        deps=benches, log_dir=BUILD / spec.name / "logs", published=compare.output_files(spec.name),
+    )  # fmt: skip
+    return graph.add(stage)
+
+
+def _last_stages(graph: Graph, spec: ModelSpec) -> list[str]:
+    if not spec.variants:
+        return [graph.last_stage(spec.name).task_name]
+    names = [graph.last_stage(v.variant).task_name for v in spec.variants]
+    return names + [s.task_name for s in graph.stages.get("compare", []) if s.model == spec.name]
+
+
 def build_groups(graph: Graph) -> Iterator[dict[str, Any]]:
-    """``build:<model>``: every stage of one model (``doit build`` runs all models)."""
+    """``build:<model>``: every stage of one model and of all its variants (``doit build`` runs all models).
+
+    Each variant of a sweep also gets its own ``build:<model>@...``.
+    """
     for spec in graph.specs:
         yield {
             "name": spec.name,
-            "doc": f"all stages of {spec.name} ({spec.file})",
+            "doc": f"all stages of {spec.name} ({spec.file})" + (f", {len(spec.variants)} variants" if spec.variants else ""),
             "actions": None,
-            "task_dep": [graph.last_stage(spec.name).task_name],
+            "task_dep": _last_stages(graph, spec),
         }
+        for variant in spec.variants:
+            yield {
+                "name": variant.variant,
+                "doc": f"all stages of one variant of {spec.name}",
+                "actions": None,
+                "task_dep": [graph.last_stage(variant.variant).task_name],
+            }

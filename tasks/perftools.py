@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from tasks import lock, metrics, workload
+from tasks import lock, metrics, progress, workload
 from tasks.errors import UserError
 from tasks.launcher import exit_status, group_pids
 
@@ -425,7 +425,8 @@ def run_tool(tool: str, argv: list[str], run: ToolRun, *, env: Mapping[str, str]
     log.debug("running %s", argv)
     proc, offset = _launch(tool, argv, run, env)
     try:
-        status = _wait_exit(proc.pid, timeout_s, interruptible=True)
+        with progress.watch(f"bench: {tool} at concurrency {run.concurrency}", progress.log_tail(run.log_path)):
+            status = _wait_exit(proc.pid, timeout_s, interruptible=True)
     finally:
         _end_group(proc)
     where = f"at concurrency {run.concurrency} (log: {run.log_path})"

@@ -3,7 +3,8 @@
 doit's default reporter writes ``TaskFailed - taskid:<task>`` and the message on separate lines;
 a mistake the user can fix reads better as one line, while an internal bug (an exception with a
 traceback) keeps doit's full report.  On a terminal each task that runs is announced as
-``[k/N] stage:model`` (N: the tasks with actions this command may run); elsewhere (CI logs)
+``[k/N m:ss] stage:model`` (N: the tasks with actions this command may run; m:ss the run's
+elapsed time); elsewhere (CI logs)
 doit's plain ``.  stage:model`` lines are kept.  Every run that considered a stage ends with a
 table: what ran, what was up to date, what failed, and the seconds each took.
 """
@@ -53,7 +54,8 @@ class Reporter(ConsoleReporter):  # type: ignore[misc]
         self.begun[task.name] = time.monotonic()
         if self.tty and task.actions and not task.name.startswith("_"):
             done = len(self.results) + 1
-            self.write(f"[{done}/{self.total}] {task.title()}\n")
+            minutes, seconds = divmod(int(time.monotonic() - self.started), 60)
+            self.write(f"[{done}/{self.total} {minutes}:{seconds:02d}] {task.title()}\n")
             return
         super().execute_task(task)
 

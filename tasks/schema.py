@@ -16,14 +16,14 @@ from typing import Any
 
 import yaml
 
-from tasks import fsops, trtexec, trtllm
+from tasks import fsops, metrics, sweep, trtexec, trtllm
 from tasks.errors import YamlError
 
 log = logging.getLogger(__name__)
 
 NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]*")
 SHA_RE = re.compile(r"[0-9a-f]{40}")
-TOP_KEYS = ("name", "kind", "family", "source", "members", "index", "export", "convert", "engine", "triton", "bench", "sweep")
+TOP_KEYS = ("name", "kind", "family", "source", "members", "index", "export", "convert", "engine", "triton", "bench", "sweep", "compare")
 KINDS = ("encoder", "llm", "ensemble")
 IMPLEMENTED_KINDS = {"encoder": ("bert", "clip-vision", "clip-text"), "llm": ("t5", "gpt2", "llama", "gemma"), "ensemble": ()}
 # Which encoder families take images; the rest take text.
@@ -59,9 +59,20 @@ class ModelSpec:
     source: Mapping[str, str]
     blocks: Mapping[str, Mapping[str, Any]]
     written: frozenset[str] = frozenset()  # top-level keys present in the file
+    point: sweep.Point | None = None  # this variant's swept values (None: the file has no sweep:)
+    variants: tuple[ModelSpec, ...] = ()  # a swept file's variants, in sweep order
 
     def block(self, name: str) -> Mapping[str, Any]:
         return self.blocks.get(name, {})
+
+    @property
+    def variant(self) -> str:
+        """``<name>``, or ``<name>@<swept values>`` for one point of a sweep."""
+        return self.point.name(self.name) if self.point else self.name
+
+    def owner(self, blocks: tuple[str, ...]) -> str:
+        """The name a stage reading only ``blocks`` is built under: shared by variants agreeing on them."""
+        return self.point.name(self.name, blocks) if self.point else self.name
 
 
 # ---- scalar checks -------------------------------------------------------------------------
@@ -270,16 +281,14 @@ LLM_BLOCKS: dict[str, dict[str, tuple[Check, Any]]] = {
         "ignore_eos": (boolean, False),
     },
 }
-_SWEEP = "sweeps are not implemented yet"
 _MEMBERS = "only a kind: ensemble model has members"
 _INDEX = "only a kind: ensemble model has an index (index.member names one of its members)"
 NOT_FOR = {
-    "encoder": {"convert": "encoders are exported to ONNX (export:), not converted", "members": _MEMBERS, "index": _INDEX, "sweep": _SWEEP},
+    "encoder": {"convert": "encoders are exported to ONNX (export:), not converted", "members": _MEMBERS, "index": _INDEX},
     "llm": {
         "export": "LLM checkpoints are converted (convert:), not exported to ONNX",
         "members": _MEMBERS,
         "index": _INDEX,
-        "sweep": _SWEEP,
     },
     "ensemble": {
         "family": "an ensemble has no family; its members (members:) have one",
@@ -288,7 +297,8 @@ NOT_FOR = {
         "convert": "an ensemble is built from its members' artifacts; convert: belongs in their files",
         "engine": "an ensemble is built from its members' artifacts; engine: belongs in their files",
         "bench": "benchmarks of an ensemble are not implemented yet; benchmark its members (bench: in their files)",
-        "sweep": _SWEEP,
+        "sweep": "an ensemble is built from its members' artifacts; it has nothing of its own to sweep",
+        "compare": "an ensemble has no variants to compare",
     },
 }
 IMAGE_NOT_FOR = {"bench": "benchmarks of image encoders are not implemented yet (no image workload); remove bench:"}
@@ -634,19 +644,74 @@ def _check_family(data: dict[str, Any], kind: str, where: Where) -> str:
 
 
 def load_model(path: Path, shown: str | None = None) -> ModelSpec:
-    """Parse and validate one model file; raise YamlError naming file and key."""
+    """Parse and validate one model file; raise YamlError naming file and key.
+
+    A file with ``sweep:`` gives one spec per point (its ``variants``); the returned spec
+    stands for the file and carries the first point's blocks.
+    """
     shown = shown or str(path)
     data = read_yaml(path, shown)
     where = Where(shown, "")
     name, kind, family = _check_top(data, path.stem, where)
-    blocks = check_blocks(data, kind, family, where)
+    if kind == "ensemble" or "sweep" not in data:
+        if "compare" in data and kind != "ensemble":
+            raise where.child("compare").error("only used with sweep: (it picks the best variant of a sweep)")
+        return _validated(data, path, shown, (name, kind, family), None)
+    fields = kind_blocks(kind, family)
+    settings = sweep.check_sweep(data["sweep"], data, fields, shown)
+    variants = tuple(
+        _validated(sweep.apply(data, point), path, shown, (name, kind, family), point) for point in sweep.points(settings, shown)
+    )
+    first = variants[0]
+    compare = check_compare(data, first, where.child("compare"))
+    extra = {"compare": compare} if compare else {}
+    variants = tuple(ModelSpec(name, kind, family, v.file, v.source, {**v.blocks, **extra}, v.written, v.point) for v in variants)
+    return ModelSpec(name, kind, family, Path(shown), first.source, {**first.blocks, **extra}, frozenset(map(str, data)), None, variants)
+
+
+def _validated(data: dict[str, Any], path: Path, shown: str, top: tuple[str, str, str], point: sweep.Point | None) -> ModelSpec:
+    name, kind, family = top
+    where = Where(shown, "")
+    try:
+        blocks = check_blocks(data, kind, family, where)
+    except YamlError as exc:
+        if point is None:
+            raise
+        # The key is the one the rule names; which point broke it is what the user needs next.
+        raise YamlError(exc.path, exc.key, f"{exc.message} (in the sweep point {point.name(name)})") from None
     source = check_source(data["source"], where.child("source")) if kind != "ensemble" else {}
-    spec = ModelSpec(name, kind, family, Path(shown), source, blocks, frozenset(map(str, data)))
+    spec = ModelSpec(name, kind, family, Path(shown), source, blocks, frozenset(map(str, data)), point)
     check_limits(spec, _checkpoint_config(source, path))
     check_prompts(spec)
     check_calibration(spec)
     check_corpus(spec)
     return spec
+
+
+def _limits(columns: tuple[str, ...]) -> Check:
+    def check(value: Any, where: Where) -> dict[str, float]:  # noqa: ANN401 - raw YAML
+        if not isinstance(value, dict):
+            raise where.error(f"expected a mapping of bench CSV column to its upper bound, e.g. {{p99 latency: 50000}}, got {value!r}")
+        for key in value:
+            if key not in columns:
+                raise where.child(str(key)).error(f"unknown column (known: {', '.join(columns)})")
+        return {str(k): positive(v, where.child(str(k))) for k, v in value.items()}
+
+    return check
+
+
+def check_compare(data: dict[str, Any], spec: ModelSpec, where: Where) -> dict[str, Any] | None:
+    """``compare:`` (what makes a variant best), filled with defaults; None without a bench: block."""
+    if "bench" not in data:
+        if "compare" in data:
+            raise where.error("needs a bench: block: variants are compared on their benchmark results")
+        return None
+    columns = metrics.columns(spec.kind == "llm")[1:]  # everything measured; Concurrency is the axis
+    fields: dict[str, tuple[Check, Any]] = {
+        "maximize": (one_of(*columns), metrics.THROUGHPUT),
+        "limits": (_limits(columns), {}),
+    }
+    return check_block(data.get("compare"), fields, where)
 
 
 def load_models(folder: Path) -> list[ModelSpec]:
@@ -675,6 +740,9 @@ def check_members(specs: list[ModelSpec]) -> None:
             member = by_name.get(name)
             if member is None:
                 raise where.error(f"no model file {name}.yaml in the same folder")
+            if member.variants:
+                msg = f"{member.file} has a sweep: (several builds); a member must be one build: remove its sweep: or name an unswept copy"
+                raise where.error(msg)
             problem = member_problem(role, member)
             if problem is not None:
                 raise where.error(problem)

@@ -13,7 +13,7 @@ from typing import Any
 
 from doit.exceptions import TaskFailed
 
-from tasks import lock
+from tasks import fsops, lock
 from tasks.errors import UserError
 from tasks.graph import BUILD, REPOS, Graph
 from tasks.schema import server_ranks
@@ -80,15 +80,50 @@ def serve(model: str, target: str, address: str, ports: dict[str, str], ranks: d
     return TaskFailed(f"tritonserver exited with status {code}; log: {server.log_path}") if code else None
 
 
+def promoted_ranks(model: str) -> dict[str, Any]:
+    """The server ranks of the variant promoted to ``repos/<model>`` (see ``tasks.promote``)."""
+    path = REPOS / model / "promoted.json"
+    facts = fsops.read_json(path)
+    if not isinstance(facts, dict) or not isinstance(facts.get("ranks"), dict):
+        msg = f"{path} is missing: {model} has a sweep; promote a variant to repos/{model}: doit promote:{model}@... (doit list --all)"
+        raise UserError(f"serve:{model}", msg)
+    return dict(facts["ranks"])
+
+
+def serve_promoted(model: str, target: str, address: str, ports: dict[str, str]) -> TaskFailed | None:
+    """Doit action for a swept model: serve whichever variant was promoted."""
+    try:
+        ranks = promoted_ranks(model)
+    except UserError as exc:
+        return TaskFailed(str(exc))
+    return serve(model, target, address, ports, ranks)
+
+
+def _task(name: str, action: tuple[Any, list[Any]], task_dep: list[str]) -> dict[str, Any]:
+    return {
+        "name": name,
+        "doc": f"run Triton on repos/{name} (vars: address, http_port, grpc_port, metrics_port)",
+        "actions": [action],
+        "task_dep": task_dep,
+        "uptodate": [False],
+        "verbosity": 2,
+    }
+
+
 def serve_tasks(graph: Graph, address: str, ports: dict[str, str]) -> list[dict[str, Any]]:
-    return [
-        {
-            "name": spec.name,
-            "doc": f"run Triton on repos/{spec.name} (vars: address, http_port, grpc_port, metrics_port)",
-            "actions": [(serve, [spec.name, graph.target.name, address, ports, server_ranks(spec)])],
-            "task_dep": [graph.stage_of("repo", spec.name).task_name],
-            "uptodate": [False],
-            "verbosity": 2,
-        }
-        for spec in graph.specs
-    ]
+    """``serve:<m>`` for every model, and ``serve:<m>@...`` for each variant of a sweep.
+
+    A swept model's ``repos/<m>`` is built by ``promote`` only, so its serve task builds nothing.
+    """
+    target = graph.target.name
+    tasks = []
+    for spec in graph.specs:
+        if not spec.variants:
+            action = (serve, [spec.name, target, address, ports, server_ranks(spec)])
+            tasks.append(_task(spec.name, action, [graph.stage_of("repo", spec.name).task_name]))
+            continue
+        tasks.append(_task(spec.name, (serve_promoted, [spec.name, target, address, ports]), []))
+        for variant in spec.variants:
+            action = (serve, [variant.variant, target, address, ports, server_ranks(variant)])
+            tasks.append(_task(variant.variant, action, [graph.stage_of("repo", variant.variant).task_name]))
+    return tasks

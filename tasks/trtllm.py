@@ -399,8 +399,9 @@ def _with_run_options(settings: dict[str, str], workers: int, timing_cache: Path
     if workers > 1:
         settings["workers"] = str(workers)
     if timing_cache is not None:
-        # The default is model.cache in the current directory: the project root.
-        settings["output_timing_cache"] = str(timing_cache)
+        # Read (when it exists) and updated in place: the default, model.cache in the current
+        # directory, would land in the project root and never be read again.
+        settings["input_timing_cache"] = settings["output_timing_cache"] = str(timing_cache)
     return settings
 
 

@@ -50,7 +50,7 @@ def test_every_rank_in_one_run_a_timing_cache_flags_and_extra_args() -> None:
     tail = got[got.index("--context_fmha") :]
     assert tail == [
         "--context_fmha", "enable", "--max_num_tokens", "4096", "--workers", "2",
-        "--output_timing_cache", "build/m/logs/engine.timing-cache", "--use_paged_context_fmha", "enable",
+        "--input_timing_cache", "build/m/logs/engine.timing-cache", "--output_timing_cache", "build/m/logs/engine.timing-cache", "--use_paged_context_fmha", "enable",
         "--log_level", "verbose",
     ]  # fmt: skip
 

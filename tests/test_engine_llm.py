@@ -27,6 +27,7 @@ ENGINE: dict[str, Any] = {
     "decoder_flags": {},
     "extra_args": [],
 }
+TOOLS = {"tensorrt_llm": "1.2.1", "tensorrt": "10.14.1", "gpu": "Fake GPU", "compute_capability": "9.0"}
 FAKE_SMI = """#!/bin/sh
 case "$1" in
   --query-gpu=index) i=0; while [ $i -lt ${FAKE_GPUS:-2} ]; do echo $i; i=$((i+1)); done ;;
@@ -72,7 +73,7 @@ def checkpoint(root: Path, *, tp: int = 1, world: int | None = None, dtype: str 
 
 def engine_stage(root: Path, ckpt: Path, engine: dict[str, Any] | None = None, target: str = "trt") -> Stage:
     convert = Stage("convert", "t5", {}, ckpt, lambda _ctx: None, "converted checkpoint")
-    params = {"target": target, "engine": {**ENGINE, **(engine or {})}}
+    params = {"target": target, "engine": {**ENGINE, **(engine or {})}, "toolchain": TOOLS}
     return Stage(
         "engine", "t5", params, root / "build/t5/engine", engine_llm.action, "engines",
         deps={"checkpoint": convert}, target=target, log_dir=root / "build/t5/logs",
@@ -116,7 +117,8 @@ def expected(
     else:
         specific = ["--kv_cache_type", "paged", "--max_input_len", "1", "--max_encoder_input_len", "64", "--max_seq_len", "17"]
     parallel = ["--workers", str(workers)] if workers > 1 else []
-    timing = ["--output_timing_cache", str(root / f"build/t5/logs/engine-{component}.timing-cache")]
+    private = str(root / f"build/t5/logs/engine-{component}.timing-cache")
+    timing = ["--input_timing_cache", private, "--output_timing_cache", private]
     return common + specific + parallel + timing
 
 
@@ -133,6 +135,10 @@ def test_exact_encoder_and_decoder_argv_and_published_engines(env: Path) -> None
     assert decoder["build_config"]["max_seq_len"] == 17
     assert (env / "build/t5/logs/engine-encoder.log").read_text().startswith("[TensorRT-LLM] TensorRT LLM version: 1.2.1")
     assert not (env / "model.cache").exists()
+    # The timing caches persist beside the model (shared by a sweep's variants), one per component.
+    caches = sorted(p.name for p in (env / "build/t5/timing-cache").iterdir())
+    assert caches == ["10.14.1-Fake-GPU-9.0-decoder.cache", "10.14.1-Fake-GPU-9.0-encoder.cache"]
+    assert record["timing_cache"]["encoder"]["reused"] is False
 
 
 def test_flags_merge_into_both_builds_and_component_flags_win(env: Path, caplog: pytest.LogCaptureFixture) -> None:

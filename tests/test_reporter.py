@@ -36,7 +36,7 @@ def test_terminal_shows_k_of_n_over_the_selected_tasks_and_their_dependencies() 
     reporter.add_success(tasks["engine:m"])
     reporter.complete_run()
     lines = out.getvalue().splitlines()
-    assert "[2/2] engine:m" in lines
+    assert "[2/2 0:00] engine:m" in lines  # k of N, and the run's elapsed minutes:seconds
     assert lines[-3].startswith("summary: 1 ran, 1 up to date, 0 failed in ")
     assert lines[-2].split() == ["fetch:m", "up", "to", "date", "-"]
     assert lines[-1].split()[:2] == ["engine:m", "ran"]

@@ -62,7 +62,48 @@ CASES = [
     (
         "export:\n  opset: 18",
         "sweep:\n  engine.max_batch_size: [8, 16]\nexport:\n  opset: 18",
-        f"{F}: sweep: sweeps are not implemented yet",
+        f"{F}: sweep.engine.max_batch_size: engine.max_batch_size is also set in engine:; write it in one place",
+    ),
+    (
+        "export:\n  opset: 18",
+        "sweep:\n  engine.max_batch: [8]\nexport:\n  opset: 18",
+        f"{F}: sweep.engine.max_batch: unknown key (known in engine: max_batch_size,",
+    ),
+    (
+        "export:\n  opset: 18",
+        "sweep:\n  bench.concurrency: [1]\nexport:\n  opset: 18",
+        f"{F}: sweep.bench.concurrency: expected a dotted path into one of this model's blocks (export, engine, triton)",
+    ),
+    (
+        "export:\n  opset: 18",
+        "sweep:\n  triton.instance_count: []\nexport:\n  opset: 18",
+        f"{F}: sweep.triton.instance_count: expected a non-empty list",
+    ),
+    (
+        "export:\n  opset: 18",
+        "sweep:\n  triton.instance_count: [1, 1]\nexport:\n  opset: 18",
+        f"{F}: sweep.triton.instance_count: expected each value once",
+    ),
+    (
+        "export:\n  opset: 18",
+        "sweep:\n  engine.precision: [fp32, 'f p16']\nexport:\n  opset: 18",
+        f"{F}: sweep.engine.precision: expected numbers, true/false, null or words of [A-Za-z0-9._+]",
+    ),
+    (
+        "export:\n  opset: 18",
+        "sweep:\n  triton.instance_count: [1, 0]\nexport:\n  opset: 18",
+        f"{F}: triton.instance_count: expected an integer >= 1, got 0 (in the sweep point tiny@instance_count-0)",
+    ),
+    (
+        "export:\n  opset: 18",
+        "sweep:\n  triton.instance_count: [1, 2]\ncompare:\n  maximize: Inferences/Second\nexport:\n  opset: 18",
+        f"{F}: compare: needs a bench: block",
+    ),
+    ("export:\n  opset: 18", "compare:\n  maximize: Inferences/Second\nexport:\n  opset: 18", f"{F}: compare: only used with sweep:"),
+    (
+        "export:\n  opset: 18",
+        "sweep:\n  triton.instance_count: [1, 2]\nbench:\n  concurrency: [1]\ncompare:\n  limits: {p99: 5}\nexport:\n  opset: 18",
+        f"{F}: compare.limits.p99: unknown column (known: Inferences/Second,",
     ),
     (
         "export:\n  opset: 18",
