@@ -36,7 +36,7 @@ def trt_fingerprint() -> dict[str, str]:
     """TensorRT version (from the installed trtexec) and GPU: a plan runs only where both match."""
     binary = toolchain.find_trtexec()
     version = trtexec.installed_table(binary).version if binary else toolchain.package_version("tensorrt")
-    return {"tensorrt": version, **toolchain.gpu()}
+    return {"tensorrt": version, **toolchain.gpu(), **toolchain.container()}
 
 
 def shape_spec(signature: encoders.Signature, batch: int, seq: int) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import logging
+import os
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -86,6 +87,11 @@ def gpu() -> dict[str, str]:
         return {"gpu": "unknown", "compute_capability": "unknown"}
     name, _, cap = out.splitlines()[0].partition(",") if out.strip() else ("unknown", "", "unknown")
     return {"gpu": name.strip(), "compute_capability": cap.strip()}
+
+
+def container() -> dict[str, str]:
+    """The NGC Triton container's release (``26.05``) from the variable its images set; ``none`` outside one."""
+    return {"container": os.environ.get("NVIDIA_TRITON_SERVER_VERSION", "none")}
 
 
 def gpu_count() -> int | None:

@@ -244,7 +244,12 @@ def installed_table(binary: Path) -> FlagTable:
 def trt_fingerprint() -> dict[str, str]:
     """TensorRT-LLM and TensorRT versions and the GPU: engines run only where all of them match."""
     tensorrt = _package_version(*_TENSORRT_DISTS) or _NOT_INSTALLED
-    return {"tensorrt_llm": installed_version(toolchain.find_trtllm_build()), "tensorrt": tensorrt, **toolchain.gpu()}
+    return {
+        "tensorrt_llm": installed_version(toolchain.find_trtllm_build()),
+        "tensorrt": tensorrt,
+        **toolchain.gpu(),
+        **toolchain.container(),
+    }
 
 
 # ---- checking and rendering flags ---------------------------------------------------------

@@ -267,12 +267,14 @@ def test_cpu_target_writes_a_stable_note_and_runs_nothing(
     assert calls(env) == []
 
 
-def test_trt_fingerprint_fields(env: Path) -> None:
+def test_trt_fingerprint_fields(env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NVIDIA_TRITON_SERVER_VERSION", "26.05")  # set by the NGC Triton images
     assert trtllm.trt_fingerprint() == {
         "tensorrt_llm": "1.2.1",
         "tensorrt": toolchain.package_version("tensorrt"),
         "gpu": "Fake GPU",
         "compute_capability": "9.0",
+        "container": "26.05",
     }
     assert (env / "build/.cache/trtllm-build-help.json").is_file()
 

@@ -95,6 +95,19 @@ def test_new_tensorrt_version_rebuilds_engine_and_what_depends_on_it(built: tupl
     assert result.executed == {"engine:tiny", "repo:tiny"}
 
 
+def test_another_container_release_rebuilds_engine_and_repository_only(tiny_bert: Path, tmp_path: Path) -> None:
+    root = copy_project(tmp_path / "p", {"tiny": trt_yaml(tiny_bert)})
+    env = doit_env({"FAKE_TRTEXEC_LOG": str(tmp_path / "argv.jsonl")}, path_prefix=FAKES)
+    env.pop("NVIDIA_TRITON_SERVER_VERSION", None)
+    assert run_doit(root, "build:tiny", env=env).rc == 0
+    inside = {**env, "NVIDIA_TRITON_SERVER_VERSION": "26.05"}  # what the NGC images set
+    assert "toolchain.container: none -> 26.05" in run_doit(root, "info", "engine:tiny", env=inside).stdout
+    result = run_doit(root, "build:tiny", env=inside)
+    assert result.rc == 0, result.stderr
+    assert result.executed == {"engine:tiny", "repo:tiny"}
+    assert read_json(root / "build/tiny/engine/action.json")["params"]["toolchain"]["container"] == "26.05"  # type: ignore[index]
+
+
 def test_failing_trtexec_shows_its_last_lines_and_keeps_the_repository(built: tuple[Path, Path]) -> None:
     root, _ = built
     before = (root / "repos/tiny/tiny_encoder/1/model.plan").read_bytes()
@@ -141,7 +154,10 @@ def test_repository_records_the_toolchain_and_a_new_tensorrt_rebuilds_engine_and
     env = doit_env({"FAKE_TRTEXEC_LOG": str(tmp_path / "argv.jsonl")}, path_prefix=FAKES)
     assert run_doit(root, "build:tiny", env=env).rc == 0
     record = read_json(root / "repos/tiny/toolchain.json")
-    assert record == {"target": "trt", "engines": {"tiny": {"tensorrt": "10.14.1", "gpu": "none", "compute_capability": "none"}}}
+    assert record == {
+        "target": "trt",
+        "engines": {"tiny": {"tensorrt": "10.14.1", "gpu": "none", "compute_capability": "none", "container": "none"}},
+    }
     # A new TensorRT is a new trtexec binary (its --help is read again): another copy of the double, reporting 10.15.0.
     upgraded = tmp_path / "tensorrt-10.15"
     upgraded.mkdir()
@@ -153,7 +169,7 @@ def test_repository_records_the_toolchain_and_a_new_tensorrt_rebuilds_engine_and
     assert result.rc == 0, result.stdout + result.stderr
     assert result.executed == {"engine:tiny", "repo:tiny"}
     assert read_json(root / "repos/tiny/toolchain.json")["engines"] == {
-        "tiny": {"tensorrt": "10.15.0", "gpu": "none", "compute_capability": "none"}
+        "tiny": {"tensorrt": "10.15.0", "gpu": "none", "compute_capability": "none", "container": "none"}
     }
     why = run_doit(root, "info", "engine:tiny", env=env)
     assert "toolchain.tensorrt: 10.15.0 -> 10.14.1" in why.stdout
