@@ -334,6 +334,7 @@ ENSEMBLE_CASES = [
     ("kind: ensemble", "kind: ensemble\nbench:\n  concurrency: [1]", f"{V}: bench: benchmarks of an ensemble are not implemented yet"),
     ("kind: ensemble", "kind: ensemble\nengine: {}", f"{V}: engine: an ensemble is built from its members' artifacts"),
     ("kind: ensemble", "kind: ensemble\nsource:\n  path: x", f"{V}: source: an ensemble has no checkpoint"),
+    ("kind: ensemble", "kind: ensemble\nsweep:\n  triton.instance_count: [1, 2]", f"{V}: sweep: an ensemble is built from its members'"),
     (
         "kind: ensemble",
         "kind: ensemble\nindex:\n  member: image\n  corpus: c.txt",
@@ -359,3 +360,13 @@ def test_bad_ensemble_file_is_one_line_and_exit_3(project: Path, old: str, new: 
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith(f"ERROR: {message}"), lines[0]
     assert not (project / "build/tiny").exists()
+
+
+def test_a_swept_model_cannot_be_an_ensemble_member(project: Path) -> None:
+    tiny = project / "models/tiny.yaml"
+    tiny.write_text(tiny.read_text() + "sweep:\n  triton.instance_count: [1, 2]\n")
+    (project / V).write_text(VLM)
+    result = run_doit(project, "build:tiny", "target=cpu")
+    assert result.rc == 3
+    expected = f"ERROR: {V}: members.text: models/tiny.yaml has a sweep: (several builds); a member must be one build"
+    assert result.stderr.strip().splitlines()[0].startswith(expected), result.stderr
