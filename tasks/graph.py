@@ -14,7 +14,17 @@ from pathlib import Path
 from typing import Any
 
 from tasks import bench, compare, config, convert, engine, engine_llm, export, fetch, index, layout, repo, toolchain, trtllm
-from tasks.schema import ModelSpec, calibration_file, check_corpus, corpus_file, load_models, prompts_file, server_ranks
+from tasks.schema import (
+    ModelSpec,
+    Where,
+    calibration_file,
+    check_corpus,
+    corpus_file,
+    find_member,
+    load_models,
+    prompts_file,
+    server_ranks,
+)
 from tasks.stage import Action, Stage, canonical, to_task
 
 log = logging.getLogger(__name__)
@@ -192,45 +202,54 @@ def llm_stages(model: ModelGraph) -> None:
 MEMBER_STAGES = {"config": "config", "engine": "engine", "hf": "fetch"}
 
 
+def member_stage(graph: Graph, member: ModelSpec, stage: str) -> Stage:
+    """A member's stage: its own, or the one its variant shares with sibling variants."""
+    return graph.stage_of(stage, member.owner(SHARED_BY[stage]) if stage in SHARED_BY else member.variant)
+
+
 def ensemble_stages(model: ModelGraph) -> None:
     """Config, repository and an optional index: everything else comes from the members' own stages.
 
     The repository depends on each member's config, engine and checkpoint manifests, so a
-    member's rebuilt engine rebuilds it, and nothing else of another model does.
+    member's rebuilt engine rebuilds it, and nothing else of another model does.  A member
+    named ``<model>@...`` is that variant of a swept model; its Triton models keep the model's name.
     """
     graph, spec = model.graph, model.spec
-    members = {role: name for role, name in spec.block("members").items() if name is not None}
-    families = {s.name: s.family for s in graph.specs}
-    described = {role: {"name": name, "family": families[name]} for role, name in members.items()}
-    config_params: dict[str, Any] = {"triton": spec.block("triton"), "members": members}
+    members = {
+        role: find_member(graph.specs, name, Where(str(spec.file), f"members.{role}"))
+        for role, name in spec.block("members").items()
+        if name is not None
+    }
+    described = {role: {"name": m.name, "family": m.family} for role, m in members.items()}
+    config_params: dict[str, Any] = {"triton": spec.block("triton"), "members": {role: m.name for role, m in members.items()}}
     deps: dict[str, Stage] = {}
-    for name in members.values():
-        deps |= {f"{name}:{role}": graph.stage_of(stage, name) for role, stage in MEMBER_STAGES.items()}
+    for member in members.values():
+        deps |= {f"{member.name}:{role}": member_stage(graph, member, stage) for role, stage in MEMBER_STAGES.items()}
     corpus = corpus_file(spec)
     if corpus is not None:
         settings = spec.block("index")
         config_params["index"] = {"member": settings["member"], "top_k": settings["top_k"]}
-        deps["index"] = ensemble_index(model, described[settings["member"]], corpus)
-    configured = model.config({role: graph.stage_of("config", name) for role, name in members.items()}, config_params)
+        deps["index"] = ensemble_index(model, members[settings["member"]], corpus)
+    configured = model.config({role: member_stage(graph, m, "config") for role, m in members.items()}, config_params)
     model.repo({"config": configured, **deps}, described)
 
 
-def ensemble_index(model: ModelGraph, member: Mapping[str, str], corpus: Path) -> Stage:
+def ensemble_index(model: ModelGraph, member: ModelSpec, corpus: Path) -> Stage:
     """``index:<m>``: the corpus embedded by one member, served from that member's stage outputs."""
     spec, graph = model.spec, model.graph
     settings = spec.block("index")
     tools = engine.trt_fingerprint() if model.target == "trt" else toolchain.package_versions(*bench.CPU_TOOLCHAIN)
     params = {
         "index": {k: settings[k] for k in ("member", "batch_size")},  # top_k is the search model's, not the index's
-        "member": member,
+        "member": {"name": member.name, "family": member.family},
         "corpus": _rel(corpus).as_posix(),
         "target": model.target,
         "toolchain": tools,
         "code": index.CODE_VERSION,
     }
-    deps = {role: graph.stage_of(stage, member["name"]) for role, stage in MEMBER_STAGES.items()}
+    deps = {role: member_stage(graph, member, stage) for role, stage in MEMBER_STAGES.items()}
     files = [_rel(p) for p in (corpus, *check_corpus(spec))]
-    doc = f"vector index of {corpus} embedded by {member['name']}"
+    doc = f"vector index of {corpus} embedded by {member.variant}"
     return model.stage("index", params, index.action, doc, deps=deps, files=files, target=model.target)
 
 

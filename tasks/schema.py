@@ -729,20 +729,32 @@ def member_problem(role: str, member: ModelSpec) -> str | None:
     return None
 
 
+def find_member(specs: list[ModelSpec], name: str, where: Where) -> ModelSpec:
+    """The model (or, for a swept model, the one variant) a ``members:`` entry names."""
+    base = name.split("@", 1)[0]
+    model = next((s for s in specs if s.name == base), None)
+    if model is None:
+        raise where.error(f"no model file {base}.yaml in the same folder")
+    if not model.variants:
+        if name != base:
+            raise where.error(f"{model.file} has no sweep:, so no variant {name}; name the model: {base}")
+        return model
+    found = next((v for v in model.variants if v.variant == name), None)
+    if found is None:
+        # A member is one build: of a swept model, one of its variants, named in full.
+        known = ", ".join(v.variant for v in model.variants)
+        raise where.error(f"{model.file} has a sweep: name one of its variants ({known})")
+    return found
+
+
 def check_members(specs: list[ModelSpec]) -> None:
     """Members of every ensemble exist, fit their role and can take its batches."""
-    by_name = {s.name: s for s in specs}
     for spec in specs:
         for role, name in spec.block("members").items():
             if name is None:
                 continue
             where = Where(str(spec.file), f"members.{role}")
-            member = by_name.get(name)
-            if member is None:
-                raise where.error(f"no model file {name}.yaml in the same folder")
-            if member.variants:
-                msg = f"{member.file} has a sweep: (several builds); a member must be one build: remove its sweep: or name an unswept copy"
-                raise where.error(msg)
+            member = find_member(specs, name, where)
             problem = member_problem(role, member)
             if problem is not None:
                 raise where.error(problem)

@@ -362,11 +362,26 @@ def test_bad_ensemble_file_is_one_line_and_exit_3(project: Path, old: str, new: 
     assert not (project / "build/tiny").exists()
 
 
-def test_a_swept_model_cannot_be_an_ensemble_member(project: Path) -> None:
+def test_a_swept_member_is_one_of_its_variants_named_in_full(project: Path) -> None:
     tiny = project / "models/tiny.yaml"
-    tiny.write_text(tiny.read_text() + "sweep:\n  triton.instance_count: [1, 2]\n")
+    tiny.write_text(
+        tiny.read_text().replace(
+            "triton:\n  max_batch_size: 8\n", "triton:\n  max_batch_size: 8\nsweep:\n  triton.instance_count: [1, 2]\n"
+        )
+    )
     (project / V).write_text(VLM)
     result = run_doit(project, "build:tiny", "target=cpu")
     assert result.rc == 3
-    expected = f"ERROR: {V}: members.text: models/tiny.yaml has a sweep: (several builds); a member must be one build"
-    assert result.stderr.strip().splitlines()[0].startswith(expected), result.stderr
+    expected = (
+        f"ERROR: {V}: members.text: models/tiny.yaml has a sweep: name one of its variants (tiny@instance_count-1, tiny@instance_count-2)"
+    )
+    assert result.stderr.strip().splitlines() == [expected]
+    (project / V).write_text(VLM.replace("text: tiny", "text: tiny@instance_count-3"))
+    assert "members.text: models/tiny.yaml has a sweep: name one of its variants" in run_doit(project, "list", "target=cpu").stderr
+    (project / V).write_text(VLM.replace("text: tiny", "text: tiny@instance_count-2"))
+    built = run_doit(project, "build:vlm", "target=cpu")
+    assert built.rc == 0, built.stdout + built.stderr
+    # The variant's own config (two instances) is what the ensemble's repository serves; the export is shared.
+    assert built.executed == {"fetch:tiny", "export:tiny", "engine:tiny", "config:tiny@instance_count-2", "config:vlm", "repo:vlm"}
+    encoder = (project / "repos/vlm/tiny_encoder/config.pbtxt").read_text()
+    assert "count: 2" in encoder
