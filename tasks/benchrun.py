@@ -99,7 +99,7 @@ def _run_builtin(run: Run) -> tuple[list[metrics.Row], list[dict[str, Any]]]:
         if not level.stable:
             log.warning(
                 "bench:%s: concurrency %d not stable within %d windows of %d ms (±%g %%); reporting the last %d",
-                run.ctx.params["name"],
+                run.ctx.params["variant"],
                 concurrency,
                 level.windows,
                 bench["measurement_interval_ms"],
@@ -117,7 +117,7 @@ def _progress(run: Run, row: metrics.Row) -> None:
     p99 = row.get(metrics.percentile_column(99))
     log.info(
         "bench:%s: concurrency %d: %.1f infer/s, p99 %.2f ms",
-        run.ctx.params["name"],
+        run.ctx.params["variant"],
         int(row[metrics.CONCURRENCY] or 0),
         row[metrics.THROUGHPUT] or 0.0,
         (p99 or 0.0) / 1000.0,
@@ -244,7 +244,7 @@ def run(ctx: StageContext) -> None:
     served_name = bench["model"] if kind == "llm" else name
     server = TritonServer(repo, params["target"], ctx.log_path("bench-tritonserver"), ranks=Ranks.from_params(params["ranks"]))
     text_output = TEXT_OUTPUT if kind == "llm" else None
-    log.info("bench:%s: starting Triton on %s", name, repo)
+    log.info("bench:%s: starting Triton on %s", params["variant"], repo)
     with server, loadgen.Client(server.grpc_url, served_name, timeout_s=bench["request_timeout_s"], text_output=text_output) as client:
         served = client.describe()
         streaming = kind == "llm" and served.decoupled

@@ -95,8 +95,8 @@ def summary_text(tables: Mapping[str, Table], columns: Sequence[str], settings: 
     return out.getvalue()
 
 
-def write_plot(path: Path, title: str, tables: Mapping[str, Table], best: Best | None) -> None:
-    """Throughput against p99 latency, one curve per variant, the best point starred."""
+def write_plot(path: Path, title: str, tables: Mapping[str, Table], best: Best | None, limits: Mapping[str, float]) -> None:
+    """Throughput against p99 latency, one curve per variant, the best point starred, a p99 bound drawn."""
     import matplotlib as mpl  # noqa: PLC0415 - costs a second; only compare and bench draw
 
     mpl.use("Agg")
@@ -109,6 +109,8 @@ def write_plot(path: Path, title: str, tables: Mapping[str, Table], best: Best |
             points = [(number(r.get(p99)), number(r.get(metrics.THROUGHPUT))) for r in rows]
             xy = [(x / 1000.0, y) for x, y in points if x is not None and y is not None]
             ax.plot([p[0] for p in xy], [p[1] for p in xy], marker="o", label=variant.split("@", 1)[-1])
+        if p99 in limits:
+            ax.axvline(limits[p99] / 1000.0, color="grey", linestyle="--", label="p99 limit")
         if best is not None:
             x, y = number(best.row.get(p99)), number(best.row.get(metrics.THROUGHPUT))
             if x is not None and y is not None:
@@ -169,7 +171,7 @@ def action(ctx: StageContext) -> None:
     columns, tables = load_tables(ctx)
     best = choose(tables, objective["maximize"], objective["limits"])
     (ctx.out / "summary.csv").write_text(summary_text(tables, columns, settings), encoding="utf-8")
-    write_plot(ctx.out / "summary.png", f"{name}: {len(tables)} variants", tables, best)
+    write_plot(ctx.out / "summary.png", f"{name}: {len(tables)} variants", tables, best, objective["limits"])
     document = best_document(name, objective, best, settings)
     (ctx.out / "best.json").write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
     log.info("compare:%s: %s", name, describe(best, objective))
