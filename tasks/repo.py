@@ -24,11 +24,16 @@ TOOLCHAIN_FILE = "toolchain.json"
 
 
 def link_tree(src: Path, dest: Path) -> int:
-    """Hardlink every file under ``src`` to the same place under ``dest``; return how many were copied."""
+    """Hardlink every file under ``src`` to the same place under ``dest``; return how many were copied.
+
+    Directories are recreated too, empty ones included: an ensemble's empty version folder
+    (``<model>/1/``) is what makes Triton see a version of it.
+    """
     if src.is_file():
         return 0 if fsops.link_or_copy(src, dest) else 1
     copies = 0
     for dirpath, _, filenames in os.walk(src):
+        (dest / Path(dirpath).relative_to(src)).mkdir(parents=True, exist_ok=True)
         for name in filenames:
             path = Path(dirpath) / name
             copies += 0 if fsops.link_or_copy(path, dest / path.relative_to(src)) else 1

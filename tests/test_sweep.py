@@ -10,11 +10,14 @@ import csv
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
+import tritonclient.grpc as grpcclient
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
 from tasks import compare
+from tasks.launcher import TritonServer
 from tasks.stage import Stage, StageContext
 from tests.decoder_fixtures import build_tiny_decoder
 from tests.helpers import FAKES, TINY_YAML, copy_project, doit_env, edit, read_json, run_doit
@@ -164,12 +167,29 @@ def test_cpu_variants_are_benchmarked_and_compared(tiny_bert: Path, tmp_path: Pa
     top = max(rows, key=lambda r: float(r["Inferences/Second"]))
     assert (best["variant"], best["concurrency"]) == (top["Variant"], float(top["Concurrency"]))
     assert (results / "summary.png").read_bytes().startswith(b"\x89PNG")
+    # Promoted, the variant's tree (empty ensemble version folders included) serves as repos/tiny.
+    promoted = run_doit(project, f"promote:{best['variant']}", "target=cpu")
+    assert promoted.executed == {f"promote:{best['variant']}"}, promoted.stdout + promoted.stderr
+    assert tree(project / "repos/tiny") == tree(project / "repos" / str(best["variant"])) | {"promoted.json"}
+    with TritonServer(project / "repos/tiny", "cpu", tmp_path / "triton.log") as server:
+        client = grpcclient.InferenceServerClient(server.grpc_url)
+        try:
+            text = grpcclient.InferInput("text", [1, 1], "BYTES")
+            text.set_data_from_numpy(np.array([[b"a man is eating food"]], dtype=object))
+            assert client.infer("tiny", [text]).as_numpy("embedding").shape[0] == 1
+        finally:
+            client.close()
     # The objective is compare's alone: a new bound re-runs compare and nothing else.
     edit(project / "models/tiny.yaml", "{p99 latency: 60000000}", "{p99 latency: 1}")
     again = run_doit(project, "build:tiny", "target=cpu")
     assert again.executed == {"compare:tiny"}
     assert read_json(results / "best.json")["best"] is None
     assert "compare:tiny: no variant has a row with Inferences/Second measured within p99 latency <= 1" in again.stderr
+
+
+def tree(root: Path) -> set[str]:
+    """Every file and folder under ``root``, relative."""
+    return {p.relative_to(root).as_posix() for p in root.rglob("*")}
 
 
 def _table(path: Path, rows: list[tuple[int, float, int]]) -> None:
