@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from tasks import sweep
 from tasks.stage import StageContext
 
 CODE_VERSION = "1"
@@ -21,7 +22,7 @@ SUFFIXES = ("csv", "json", "png")
 
 def output_files(variant: str) -> dict[str, Path]:
     """Output file name -> its copy under ``results/<model>/`` (a variant is ``<model>`` or ``<model>@...``)."""
-    model = variant.split("@", 1)[0]
+    model = sweep.base_name(variant)
     return {f"{variant}.{suffix}": RESULTS / model / f"{variant}.{suffix}" for suffix in SUFFIXES}
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from tasks import encoders, layout
+from tasks.converters import read_checkpoint_config
 from tasks.errors import UserError
 from tasks.stage import StageContext
 
@@ -85,7 +86,7 @@ def modality_values(family: str, hf_dir: Path, hf_config: Mapping[str, Any], eng
 
 def values(ctx: StageContext, models: list[layout.TritonModel]) -> dict[str, object]:
     triton, params = ctx.params["triton"], ctx.params
-    hf_config = encoders.read_config(ctx.inputs["hf"])
+    hf_config = read_checkpoint_config(ctx.inputs["hf"], ctx.stage.task_name)
     signature = encoders.family(params["family"]).signature(hf_config)
     names = [t.name for t in signature.inputs]
     return {
@@ -130,7 +131,7 @@ def llm_values(ctx: StageContext) -> dict[str, object]:
     from tasks import llm_layout  # noqa: PLC0415 - only LLM repositories need it
 
     params = ctx.params
-    hf_config = json.loads((ctx.inputs["hf"] / "config.json").read_text(encoding="utf-8"))
+    hf_config = read_checkpoint_config(ctx.inputs["hf"], ctx.stage.task_name)
     repo_dir = Path(params.get("repo_dir") or Path("repos", params["name"]).resolve())
     return llm_layout.template_values(params["name"], params["triton"], params["engine"], params["target"], repo_dir, hf_config)
 

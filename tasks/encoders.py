@@ -83,17 +83,6 @@ class Family:
     samples: Callable[[Signature, Mapping[str, Any], int], Feeds]  # (signature, config.json, seed) -> feeds
 
 
-def read_config(hf_dir: Path) -> dict[str, Any]:
-    path = hf_dir / "config.json"
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise UserError(str(path), f"cannot read the checkpoint config: {exc}") from None
-    if not isinstance(data, dict):
-        raise UserError(str(path), "expected a JSON object")
-    return data
-
-
 def _int(config: Mapping[str, Any], key: str, where: str) -> int:
     value = config.get(key)
     if not isinstance(value, int) or isinstance(value, bool):

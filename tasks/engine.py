@@ -15,11 +15,11 @@ import re
 import shutil
 import subprocess
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
-from tasks import encoders, fsops, progress, toolchain, trtexec
+from tasks import encoders, fsops, progress, sweep, toolchain, trtexec
 from tasks.errors import UserError
 from tasks.stage import StageContext
 
@@ -92,7 +92,7 @@ def timing_cache_path(stage_out: Path, tools: Mapping[str, str]) -> Path:
     """
     slug = re.sub(r"[^A-Za-z0-9.]+", "-", "-".join(tools[k] for k in ("tensorrt", "gpu", "compute_capability"))).strip("-")
     owner = stage_out.parent
-    return owner.with_name(owner.name.split("@", 1)[0]) / TIMING_CACHE_DIR / f"{slug}.cache"
+    return owner.with_name(sweep.base_name(owner.name)) / TIMING_CACHE_DIR / f"{slug}.cache"
 
 
 @contextmanager
@@ -133,19 +133,14 @@ def build_trt(ctx: StageContext) -> None:
     plan = ctx.out / "model.plan"
     signature = encoders.read_signature(ctx.inputs["onnx"])
     argv = trtexec_argv(binary, ctx.inputs["onnx"] / "model.onnx", plan, engine, table=table, signature=signature)
-    if engine["timing_cache"]:
-        with timing_cache(timing_cache_path(ctx.stage.out_dir, ctx.params["toolchain"]), ctx.record) as cache:
+    cached = timing_cache(timing_cache_path(ctx.stage.out_dir, ctx.params["toolchain"]), ctx.record) if engine["timing_cache"] else None
+    with cached or nullcontext() as cache:
+        if cache is not None:
             argv.append(f"--timingCacheFile={cache}")
-            _run_trtexec(ctx, argv, plan)
-    else:
-        _run_trtexec(ctx, argv, plan)
+        run_tool(argv, ctx.log_path("engine-trtexec"), ctx.stage.task_name)
+        if not plan.is_file():  # inside: a build without a plan must not update the timing cache
+            raise UserError(ctx.stage.task_name, f"trtexec succeeded but wrote no {plan.name}")
     ctx.record.update({"argv": argv, "tensorrt": table.version, "flag_table": table.source})
-
-
-def _run_trtexec(ctx: StageContext, argv: list[str], plan: Path) -> None:
-    run_tool(argv, ctx.log_path("engine-trtexec"), ctx.stage.task_name)
-    if not plan.is_file():
-        raise UserError(ctx.stage.task_name, f"trtexec succeeded but wrote no {plan.name}")
 
 
 def build_cpu(ctx: StageContext) -> None:

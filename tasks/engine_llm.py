@@ -125,11 +125,11 @@ def build_trt(ctx: StageContext) -> None:
     if engine["extra_args"]:
         log.warning("engine: passing engine.extra_args to trtllm-build unchecked: %s", " ".join(engine["extra_args"]))
     caches: dict[str, dict[str, Any]] = {}
+    # One persistent cache per component, TensorRT and GPU, shared by every variant of a sweep
+    # (tasks.engine.timing_cache: it never makes a build outdated).  The private copy has a
+    # stable path because trtllm-build records it in the engine's config.json.
+    shared = timing_cache_path(ctx.stage.out_dir, ctx.params["toolchain"])
     for part in parts:
-        # One persistent cache per component, TensorRT and GPU, shared by every variant of a sweep
-        # (tasks.engine.timing_cache: it never makes a build outdated).  The private copy has a
-        # stable path because trtllm-build records it in the engine's config.json.
-        shared = timing_cache_path(ctx.stage.out_dir, ctx.params["toolchain"])
         facts: dict[str, Any] = {}
         with timing_cache(shared.with_name(f"{shared.stem}-{part.name}.cache"), facts, private[part.name]):
             run_tool(argvs[part.name], ctx.log_path(f"engine-{part.name}"), where)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tasks import encoders, fsops, logs
+from tasks.converters import read_checkpoint_config
 from tasks.errors import UserError
 from tasks.stage import StageContext
 
@@ -77,7 +78,7 @@ def _run(ctx: StageContext, family: encoders.Family, settings: Mapping[str, Any]
     import onnx  # noqa: PLC0415
 
     source, out = ctx.inputs["hf"], ctx.out / "model.onnx"
-    config = encoders.read_config(source)
+    config = read_checkpoint_config(source, ctx.stage.task_name)
     signature = family.signature(config)
     module = family.wrapper(source, settings)
     try:

@@ -54,15 +54,18 @@ class Graph:
     specs: list[ModelSpec]
     stages: dict[str, list[Stage]] = field(default_factory=dict)
 
+    def find(self, name: str, model: str) -> Stage | None:
+        return next((s for s in self.stages.get(name, []) if s.model == model), None)
+
     def add(self, stage: Stage) -> Stage:
         """Add a stage, or return the same one a sibling variant already added."""
-        for known in self.stages.get(stage.name, []):
-            if known.model == stage.model:
-                if canonical(known.params) != canonical(stage.params) or known.deps != stage.deps:
-                    raise RuntimeError(f"{stage.task_name}: variants sharing this stage disagree on its params or inputs")
-                return known
-        self.stages.setdefault(stage.name, []).append(stage)
-        return stage
+        known = self.find(stage.name, stage.model)
+        if known is None:
+            self.stages.setdefault(stage.name, []).append(stage)
+            return stage
+        if canonical(known.params) != canonical(stage.params) or known.deps != stage.deps:
+            raise RuntimeError(f"{stage.task_name}: variants sharing this stage disagree on its params or inputs")
+        return known
 
     def tasks(self, name: str) -> Iterator[dict[str, Any]]:
         for stage in self.stages.get(name, []):
@@ -72,7 +75,10 @@ class Graph:
         return next(s for name in reversed(STAGE_ORDER) for s in self.stages.get(name, []) if s.model == model)
 
     def stage_of(self, name: str, model: str) -> Stage:
-        return next(s for s in self.stages.get(name, []) if s.model == model)
+        found = self.find(name, model)
+        if found is None:
+            raise KeyError(f"{name}:{model}")
+        return found
 
 
 def _rel(path: Path) -> Path:
@@ -101,6 +107,10 @@ class ModelGraph:
         return self.graph.add(Stage(name, owner, params, kw.pop("out_dir", out / name), action, doc, **kw))
 
     def fetch(self) -> Stage:
+        # Every variant of a sweep shares one fetch: look its source up (a Hub query, a folder walk) once.
+        shared = self.graph.find("fetch", self.spec.name)
+        if shared is not None:
+            return shared
         folder, files, source = fetch.source_files(self.spec)
         params = {"source": source, "code": fetch.CODE_VERSION}
         action = partial(fetch.action, folder=folder)
@@ -198,10 +208,6 @@ def llm_stages(model: ModelGraph) -> None:
     model.bench(published, tools)
 
 
-# What an ensemble's repository takes from each member, by the role the repo stage reads it as.
-MEMBER_STAGES = {"config": "config", "engine": "engine", "hf": "fetch"}
-
-
 def member_stage(graph: Graph, member: ModelSpec, stage: str) -> Stage:
     """A member's stage: its own, or the one its variant shares with sibling variants."""
     return graph.stage_of(stage, member.owner(SHARED_BY[stage]) if stage in SHARED_BY else member.variant)
@@ -224,7 +230,7 @@ def ensemble_stages(model: ModelGraph) -> None:
     config_params: dict[str, Any] = {"triton": spec.block("triton"), "members": {role: m.name for role, m in members.items()}}
     deps: dict[str, Stage] = {}
     for member in members.values():
-        deps |= {f"{member.name}:{role}": member_stage(graph, member, stage) for role, stage in MEMBER_STAGES.items()}
+        deps |= {repo.member_key(member.name, role): member_stage(graph, member, stage) for role, stage in repo.MEMBER_STAGES.items()}
     corpus = corpus_file(spec)
     if corpus is not None:
         settings = spec.block("index")
@@ -247,7 +253,7 @@ def ensemble_index(model: ModelGraph, member: ModelSpec, corpus: Path) -> Stage:
         "toolchain": tools,
         "code": index.CODE_VERSION,
     }
-    deps = {role: member_stage(graph, member, stage) for role, stage in MEMBER_STAGES.items()}
+    deps = {role: member_stage(graph, member, stage) for role, stage in repo.MEMBER_STAGES.items()}
     files = [_rel(p) for p in (corpus, *check_corpus(spec))]
     doc = f"vector index of {corpus} embedded by {member.variant}"
     return model.stage("index", params, index.action, doc, deps=deps, files=files, target=model.target)
@@ -270,14 +276,10 @@ def build_graph(target: toolchain.Target, models_dir: Path = MODELS) -> Graph:
 def compare_stage(graph: Graph, spec: ModelSpec) -> Stage:
     """``compare:<m>``: every variant's benchmark in one table and plot, and the best variant named."""
     benches = {v.variant: graph.stage_of("bench", v.variant) for v in spec.variants}
-    settings = {v.variant: dict(v.point.values) if v.point else {} for v in spec.variants}
+    settings = {v.variant: v.settings for v in spec.variants}
     params = {"name": spec.name, "compare": spec.block("compare"), "variants": settings, "code": compare.CODE_VERSION}
-    stage = Stage(
-        "compare", spec.name, params, BUILD / spec.name / "compare", compare.action,
-        f"the variants of {spec.name} side by side -> results/{spec.name}/summary.csv, summary.png, best.json",
-        deps=benches, log_dir=BUILD / spec.name / "logs", published=compare.output_files(spec.name),
-    )  # fmt: skip
-    return graph.add(stage)
+    doc = f"the variants of {spec.name} side by side -> results/{spec.name}/summary.csv, summary.png, best.json"
+    return ModelGraph(graph, spec).stage("compare", params, compare.action, doc, deps=benches, published=compare.output_files(spec.name))
 
 
 def _last_stages(graph: Graph, spec: ModelSpec) -> list[str]:

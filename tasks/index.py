@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CODE_VERSION = "1"
-EMBEDDINGS, ITEMS, FACTS = "embeddings.npy", "items.json", "index.json"
+EMBEDDINGS, ITEMS, FACTS = layout.INDEX_FILES
 _PROGRESS_S = 10.0
 
 
@@ -69,13 +69,6 @@ def _embed(url: str, model: str, role: str, values: Sequence[bytes], batch_size:
     return vectors
 
 
-def _serving_repo(ctx: StageContext, work: Path) -> None:
-    member = ctx.params["member"]
-    inputs = {role: ctx.inputs[role] for role in repo.MEMBER_ROLES}
-    models = layout.triton_models("encoder", member["name"], ctx.params["target"], inputs["hf"], family=member["family"])
-    repo.link_models(models, inputs, work, member["name"])
-
-
 def action(ctx: StageContext) -> None:
     import numpy as np  # noqa: PLC0415
 
@@ -88,7 +81,7 @@ def action(ctx: StageContext) -> None:
     serving = fsops.tmp_sibling(ctx.stage.out_dir.parent / "index-serving")
     fsops.remove_stale_tmp(serving)
     try:
-        _serving_repo(ctx, serving)
+        repo.link_member(params["member"], ctx.inputs, params["target"], serving)
         log.info("index: embedding %d items of %s with %s", len(items), corpus, member)
         with TritonServer(serving, params["target"], ctx.log_path("index-tritonserver")) as server:
             vectors = _embed(server.grpc_url, member, role, values, settings["batch_size"])
@@ -98,6 +91,6 @@ def action(ctx: StageContext) -> None:
     np.save(ctx.out / EMBEDDINGS, vectors)
     (ctx.out / ITEMS).write_text(json.dumps(items, ensure_ascii=False, indent=0) + "\n", encoding="utf-8")
     facts = {"member": member, "role": role, "count": len(items), "dim": int(vectors.shape[1]), "metric": "cosine"}
-    (ctx.out / FACTS).write_text(json.dumps(facts, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    fsops.write_json_atomic(ctx.out / FACTS, facts)
     ctx.record.update(facts)
     log.info("index: %d x %d embeddings from %s", len(items), vectors.shape[1], member)

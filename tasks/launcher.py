@@ -23,7 +23,6 @@ import contextlib
 import ctypes
 import importlib.util
 import ipaddress
-import json
 import logging
 import os
 import re
@@ -44,7 +43,7 @@ from http import HTTPStatus
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Self
 
-from tasks import lock, toolchain
+from tasks import fsops, lock, toolchain
 from tasks.errors import UserError
 
 if TYPE_CHECKING:
@@ -331,10 +330,9 @@ def toolchain_mismatch(built: dict[str, str], running: dict[str, str]) -> list[s
 
 def check_repository_toolchain(repo: Path, running: Callable[[], dict[str, str]] | None = None) -> None:
     """Refuse engines built by another TensorRT / TensorRT-LLM or on another GPU: the server would fail to load them."""
-    record = repo / "toolchain.json"
-    if not record.is_file():
+    data = fsops.read_json(repo / toolchain.REPOSITORY_FILE)
+    if not isinstance(data, dict):
         return
-    data = json.loads(record.read_text(encoding="utf-8"))
     here = (running or running_toolchain)()
     for model, built in sorted(data.get("engines", {}).items()):
         changes = toolchain_mismatch(built, here)

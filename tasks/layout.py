@@ -56,11 +56,15 @@ def encoder_models(model: str, target: str, family: str) -> list[TritonModel]:
     return [TritonModel(model, "encoder/ensemble", empty_dirs=("1",)), front_model(model, family), encoder]
 
 
+# What the index stage writes and the search model reads: vectors, the items they embed, facts.
+INDEX_FILES = ("embeddings.npy", "items.json", "index.json")
+
+
 def ensemble_models(name: str, searchable: bool = False) -> list[TritonModel]:  # noqa: FBT001, FBT002
     """The models an ensemble adds on top of its members' (which keep their own names)."""
     models = [TritonModel(name, "ensemble/embeddings")]
     if searchable:
-        index = tuple(Artifact("index", f, f"1/{f}") for f in ("embeddings.npy", "items.json", "index.json"))
+        index = tuple(Artifact("index", f, f"1/{f}") for f in INDEX_FILES)
         models.append(TritonModel(search_model(name), "ensemble/search", index))
     return models
 

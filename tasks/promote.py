@@ -56,7 +56,7 @@ def publish(variant: ModelSpec) -> Path:
         rewritten = rewrite_paths(work, source.resolve(), dest.resolve())
         facts: dict[str, Any] = {
             "variant": variant.variant,
-            "settings": dict(variant.point.values) if variant.point else {},
+            "settings": variant.settings,
             "ranks": server_ranks(variant),
             "promoted": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "rewritten_configs": rewritten,
@@ -72,6 +72,16 @@ def publish(variant: ModelSpec) -> Path:
             if work.exists():
                 fsops.remove_tree(work)
     return dest
+
+
+def promoted_ranks(model: str) -> dict[str, Any]:
+    """The server ranks of the variant promoted to ``repos/<model>``."""
+    path = REPOS / model / PROMOTED_FILE
+    facts = fsops.read_json(path)
+    if not isinstance(facts, dict) or not isinstance(facts.get("ranks"), dict):
+        msg = f"{path} is missing: {model} has a sweep; promote a variant to repos/{model}: doit promote:{model}@... (doit list --all)"
+        raise UserError(f"serve:{model}", msg)
+    return dict(facts["ranks"])
 
 
 def promote(variant: ModelSpec) -> TaskFailed | None:

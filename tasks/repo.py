@@ -10,17 +10,18 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from tasks import fsops, layout, manifest
+from tasks import fsops, layout, manifest, toolchain
 from tasks.errors import UserError
 from tasks.stage import StageContext
 
 log = logging.getLogger(__name__)
 
 CODE_VERSION = "2"
-TOOLCHAIN_FILE = "toolchain.json"
+TOOLCHAIN_FILE = toolchain.REPOSITORY_FILE
 
 
 def link_tree(src: Path, dest: Path) -> int:
@@ -55,7 +56,8 @@ def link_model(model: layout.TritonModel, config_dir: Path, inputs: dict[str, Pa
     return copies
 
 
-MEMBER_ROLES = ("config", "engine", "hf")
+# What a repository takes from each member of an ensemble: role -> the member's stage giving it.
+MEMBER_STAGES = {"config": "config", "engine": "engine", "hf": "fetch"}
 
 
 def link_models(models: list[layout.TritonModel], inputs: dict[str, Path], out: Path, owner: str) -> int:
@@ -70,9 +72,20 @@ def link_models(models: list[layout.TritonModel], inputs: dict[str, Path], out: 
     return copies
 
 
+def member_key(member: str, role: str) -> str:
+    """How the graph names a member's upstream output among an ensemble's inputs."""
+    return f"{member}:{role}"
+
+
 def member_inputs(inputs: dict[str, Path], member: str) -> dict[str, Path]:
     """A member's upstream outputs, which the graph passes in as ``<member>:<role>``."""
-    return {role: inputs[f"{member}:{role}"] for role in MEMBER_ROLES}
+    return {role: inputs[member_key(member, role)] for role in MEMBER_STAGES}
+
+
+def link_member(member: Mapping[str, str], inputs: dict[str, Path], target: str, out: Path) -> int:
+    """A member encoder's models (``member``: its name and family), from its own config, engine and checkpoint."""
+    models = layout.triton_models("encoder", member["name"], target, inputs["hf"], family=member["family"])
+    return link_models(models, inputs, out, member["name"])
 
 
 def engine_toolchain(engine_dir: Path) -> dict[str, Any]:
@@ -99,12 +112,12 @@ def action(ctx: StageContext) -> None:
     kind, name, family = params["kind"], params["name"], params.get("family", "")
     models = layout.triton_models(kind, name, params["target"], ctx.inputs.get("hf"), family=family, searchable=searchable)
     copies = link_models(models, ctx.inputs, ctx.out, params["name"])
+    engines: dict[str, Path] = {}
     # An ensemble's members are linked in whole, so repos/<ensemble> serves on its own.
     for member in params.get("members", {}).values():
         inputs = member_inputs(ctx.inputs, member["name"])
-        member_models = layout.triton_models("encoder", member["name"], params["target"], inputs["hf"], family=member["family"])
-        copies += link_models(member_models, inputs, ctx.out, member["name"])
-    engines = {m["name"]: ctx.inputs[f"{m['name']}:engine"] for m in params.get("members", {}).values()}
+        copies += link_member(member, inputs, params["target"], ctx.out)
+        engines[member["name"]] = inputs["engine"]
     if "engine" in ctx.inputs:
         engines[name] = ctx.inputs["engine"]
     write_toolchain(ctx, engines)

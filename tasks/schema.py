@@ -6,6 +6,7 @@ Every key is either understood or an error; nothing is ignored.  Errors read
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import re
@@ -69,6 +70,11 @@ class ModelSpec:
     def variant(self) -> str:
         """``<name>``, or ``<name>@<swept values>`` for one point of a sweep."""
         return self.point.name(self.name) if self.point else self.name
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """The swept values of this variant by dotted path (empty without a sweep)."""
+        return dict(self.point.values) if self.point else {}
 
     def owner(self, blocks: tuple[str, ...]) -> str:
         """The name a stage reading only ``blocks`` is built under: shared by variants agreeing on them."""
@@ -656,20 +662,23 @@ def load_model(path: Path, shown: str | None = None) -> ModelSpec:
     if kind == "ensemble" or "sweep" not in data:
         if "compare" in data and kind != "ensemble":
             raise where.child("compare").error("only used with sweep: (it picks the best variant of a sweep)")
-        return _validated(data, path, shown, (name, kind, family), None)
+        return _validated(data, path, shown, (name, kind, family), None, {})
     fields = kind_blocks(kind, family)
     settings = sweep.check_sweep(data["sweep"], data, fields, shown)
+    read: dict[str, Any] = {}  # the checkpoint's config.json, read once for all points
     variants = tuple(
-        _validated(sweep.apply(data, point), path, shown, (name, kind, family), point) for point in sweep.points(settings, shown)
+        _validated(sweep.apply(data, point), path, shown, (name, kind, family), point, read) for point in sweep.points(settings, shown)
     )
-    first = variants[0]
-    compare = check_compare(data, first, where.child("compare"))
+    compare = check_compare(data, kind, where.child("compare"))
     extra = {"compare": compare} if compare else {}
-    variants = tuple(ModelSpec(name, kind, family, v.file, v.source, {**v.blocks, **extra}, v.written, v.point) for v in variants)
-    return ModelSpec(name, kind, family, Path(shown), first.source, {**first.blocks, **extra}, frozenset(map(str, data)), None, variants)
+    variants = tuple(dataclasses.replace(v, blocks={**v.blocks, **extra}) for v in variants)
+    first = variants[0]
+    return dataclasses.replace(first, written=frozenset(map(str, data)), point=None, variants=variants)
 
 
-def _validated(data: dict[str, Any], path: Path, shown: str, top: tuple[str, str, str], point: sweep.Point | None) -> ModelSpec:
+def _validated(  # noqa: PLR0917 - one file's pieces, passed on as they were parsed
+    data: dict[str, Any], path: Path, shown: str, top: tuple[str, str, str], point: sweep.Point | None, read: dict[str, Any]
+) -> ModelSpec:
     name, kind, family = top
     where = Where(shown, "")
     try:
@@ -681,7 +690,9 @@ def _validated(data: dict[str, Any], path: Path, shown: str, top: tuple[str, str
         raise YamlError(exc.path, exc.key, f"{exc.message} (in the sweep point {point.name(name)})") from None
     source = check_source(data["source"], where.child("source")) if kind != "ensemble" else {}
     spec = ModelSpec(name, kind, family, Path(shown), source, blocks, frozenset(map(str, data)), point)
-    check_limits(spec, _checkpoint_config(source, path))
+    if "config" not in read:
+        read["config"] = _checkpoint_config(source, path)
+    check_limits(spec, read["config"])
     check_prompts(spec)
     check_calibration(spec)
     check_corpus(spec)
@@ -700,13 +711,13 @@ def _limits(columns: tuple[str, ...]) -> Check:
     return check
 
 
-def check_compare(data: dict[str, Any], spec: ModelSpec, where: Where) -> dict[str, Any] | None:
+def check_compare(data: dict[str, Any], kind: str, where: Where) -> dict[str, Any] | None:
     """``compare:`` (what makes a variant best), filled with defaults; None without a bench: block."""
     if "bench" not in data:
         if "compare" in data:
             raise where.error("needs a bench: block: variants are compared on their benchmark results")
         return None
-    columns = metrics.columns(spec.kind == "llm")[1:]  # everything measured; Concurrency is the axis
+    columns = metrics.columns(kind == "llm")[1:]  # everything measured; Concurrency is the axis
     fields: dict[str, tuple[Check, Any]] = {
         "maximize": (one_of(*columns), metrics.THROUGHPUT),
         "limits": (_limits(columns), {}),
@@ -731,7 +742,7 @@ def member_problem(role: str, member: ModelSpec) -> str | None:
 
 def find_member(specs: list[ModelSpec], name: str, where: Where) -> ModelSpec:
     """The model (or, for a swept model, the one variant) a ``members:`` entry names."""
-    base = name.split("@", 1)[0]
+    base = sweep.base_name(name)
     model = next((s for s in specs if s.name == base), None)
     if model is None:
         raise where.error(f"no model file {base}.yaml in the same folder")

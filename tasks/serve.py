@@ -13,9 +13,10 @@ from typing import Any
 
 from doit.exceptions import TaskFailed
 
-from tasks import fsops, lock
+from tasks import lock
 from tasks.errors import UserError
 from tasks.graph import BUILD, REPOS, Graph
+from tasks.promote import promoted_ranks
 from tasks.schema import server_ranks
 
 log = logging.getLogger(__name__)
@@ -78,16 +79,6 @@ def serve(model: str, target: str, address: str, ports: dict[str, str], ranks: d
         log.info("serve: stopped (exit code %d)", code)
         return None
     return TaskFailed(f"tritonserver exited with status {code}; log: {server.log_path}") if code else None
-
-
-def promoted_ranks(model: str) -> dict[str, Any]:
-    """The server ranks of the variant promoted to ``repos/<model>`` (see ``tasks.promote``)."""
-    path = REPOS / model / "promoted.json"
-    facts = fsops.read_json(path)
-    if not isinstance(facts, dict) or not isinstance(facts.get("ranks"), dict):
-        msg = f"{path} is missing: {model} has a sweep; promote a variant to repos/{model}: doit promote:{model}@... (doit list --all)"
-        raise UserError(f"serve:{model}", msg)
-    return dict(facts["ranks"])
 
 
 def serve_promoted(model: str, target: str, address: str, ports: dict[str, str]) -> TaskFailed | None:

@@ -39,8 +39,9 @@ class Point:
         return f"{model}@{','.join(parts)}" if parts else model
 
 
-def _where(file: str, path: str) -> YamlError:
-    return YamlError(file, f"sweep.{path}", "")
+def base_name(variant: str) -> str:
+    """``flan-t5`` of ``flan-t5@max_batch_size-8,...`` (a model name is its own base)."""
+    return variant.split("@", 1)[0]
 
 
 def check_path(path: Any, fields: Mapping[str, Mapping[str, Any]], file: str) -> list[str]:  # noqa: ANN401 - raw YAML key

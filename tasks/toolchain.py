@@ -89,6 +89,10 @@ def gpu() -> dict[str, str]:
     return {"gpu": name.strip(), "compute_capability": cap.strip()}
 
 
+# At a repository's root (Triton ignores files there): what built its engines; the launcher checks it.
+REPOSITORY_FILE = "toolchain.json"
+
+
 def container() -> dict[str, str]:
     """The NGC Triton container's release (``26.05``) from the variable its images set; ``none`` outside one."""
     return {"container": os.environ.get("NVIDIA_TRITON_SERVER_VERSION", "none")}

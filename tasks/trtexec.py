@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -157,7 +157,3 @@ def flag_args(flags: Mapping[str, object], table: FlagTable) -> list[str]:
         else:
             argv.append(f"--{name}={value}")
     return argv
-
-
-def shape_spec(names: Sequence[str], batch: int, seq: int) -> str:
-    return ",".join(f"{name}:{batch}x{seq}" for name in names)

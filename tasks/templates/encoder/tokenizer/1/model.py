@@ -29,6 +29,14 @@ def _pad_token(folder: Path, tokenizer: Tokenizer) -> tuple[int, str]:
     return token_id, str(name)
 
 
+# Each output tensor from one encoding; only the outputs the config lists are built.
+_FIELDS = {
+    "input_ids": lambda e: e.ids,
+    "attention_mask": lambda e: e.attention_mask,
+    "token_type_ids": lambda e: e.type_ids,
+}
+
+
 class TritonPythonModel:
     def initialize(self, args: dict[str, str]) -> None:
         config = json.loads(args["model_config"])
@@ -48,12 +56,7 @@ class TritonPythonModel:
         except UnicodeDecodeError as exc:
             return pb_utils.InferenceResponse(error=pb_utils.TritonError(f"text is not valid UTF-8: {exc}"))
         encodings = self.tokenizer.encode_batch(texts)
-        fields = {
-            "input_ids": [e.ids for e in encodings],
-            "attention_mask": [e.attention_mask for e in encodings],
-            "token_type_ids": [e.type_ids for e in encodings],
-        }
-        tensors = [pb_utils.Tensor(name, np.array(fields[name], dtype=np.int32)) for name in self.outputs]
+        tensors = [pb_utils.Tensor(name, np.array([_FIELDS[name](e) for e in encodings], dtype=np.int32)) for name in self.outputs]
         return pb_utils.InferenceResponse(output_tensors=tensors)
 
     def execute(self, requests: list[Any]) -> list[Any]:
