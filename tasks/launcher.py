@@ -308,11 +308,25 @@ def _release(value: str) -> str:
     return ".".join(value.split("+", maxsplit=1)[0].split(".")[:3])
 
 
+def known_first(*fingerprints: dict[str, str]) -> dict[str, str]:
+    """The fingerprints merged, a known value never replaced by an unknown one.
+
+    The plan image has trtexec but no TensorRT python package: its "not installed" must not
+    hide the version trtexec reports (and with it the check of every plan engine).
+    """
+    merged: dict[str, str] = {}
+    for fingerprint in fingerprints:
+        for key, value in fingerprint.items():
+            if key not in merged or str(merged[key]).lower() in _UNKNOWN:
+                merged[key] = value
+    return merged
+
+
 def running_toolchain() -> dict[str, str]:
     """TensorRT, TensorRT-LLM and GPU of this machine, as the engine stages fingerprint them."""
     from tasks import engine, trtllm  # noqa: PLC0415 - only a trt server start needs them
 
-    return {**engine.trt_fingerprint(), **trtllm.trt_fingerprint()}
+    return known_first(engine.trt_fingerprint(), trtllm.trt_fingerprint())
 
 
 def toolchain_mismatch(built: dict[str, str], running: dict[str, str]) -> list[str]:

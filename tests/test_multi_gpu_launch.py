@@ -119,3 +119,17 @@ def test_a_trt_server_refuses_a_repository_built_by_another_tensorrt_llm(tmp_pat
     with pytest.raises(ServerError, match=message):
         server.start()  # refused before any process starts
     assert not (tmp_path / "server.log").exists()
+
+
+def test_the_running_tensorrt_version_is_the_known_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tasks import engine, launcher, trtllm
+
+    # As in the plan image: trtexec reports TensorRT, no TensorRT python package, no TensorRT-LLM.
+    monkeypatch.setattr(engine, "trt_fingerprint", lambda: {"tensorrt": "10.14.1", "gpu": "H100", "compute_capability": "9.0"})
+    plan_image = {"tensorrt_llm": "not installed", "tensorrt": "not installed", "gpu": "H100", "compute_capability": "9.0"}
+    monkeypatch.setattr(trtllm, "trt_fingerprint", lambda: plan_image)
+    running = launcher.running_toolchain()
+    assert running["tensorrt"] == "10.14.1"
+    assert launcher.toolchain_mismatch({"tensorrt": "10.15.0", "gpu": "H100", "compute_capability": "9.0"}, running) == [
+        "TensorRT 10.15.0 (built) vs 10.14.1 (here)"
+    ]
