@@ -7,7 +7,9 @@
 #   docker/run.sh --image plan doit build:minilm target=trt
 #
 # The image is built on first use from docker/Dockerfile with TRITON_TAG from docker/versions.env and tagged
-# tritongraph-<image>:<tag>.  HF_HOME (default ~/.cache/huggingface) is mounted too, and HF_TOKEN is passed on.
+# tritongraph-<image>:<tag>-<hash of Dockerfile and pyproject.toml>, so a changed dependency builds a new image
+# (a persistent runner keeps old images).  HF_HOME (default ~/.cache/huggingface) is mounted too, and HF_TOKEN
+# is passed on.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -28,7 +30,8 @@ case "$image" in
         ;;
 esac
 
-tag="tritongraph-$image:$TRITON_TAG"
+inputs="$(cat "$here/Dockerfile" "$project/pyproject.toml" | sha256sum | cut -c1-12)"
+tag="tritongraph-$image:$TRITON_TAG-$inputs"
 if ! docker image inspect "$tag" > /dev/null 2>&1; then
     echo "docker/run.sh: building $tag (Triton $TRITON_TAG, TensorRT-LLM $TRTLLM_VERSION, TensorRT $TENSORRT_VERSION)" >&2
     docker build --target "$image" --build-arg "TRITON_TAG=$TRITON_TAG" --tag "$tag" --file "$here/Dockerfile" "$project"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -65,6 +66,10 @@ def test_dockerfile_builds_both_images_from_the_pinned_tag() -> None:
     assert not any(word == "ADD" for word, _ in steps)
 
 
+# The image tag's suffix: what the image is built from, so a dependency change builds a new image.
+IMAGE_INPUTS = hashlib.sha256((ROOT / "docker/Dockerfile").read_bytes() + (ROOT / "pyproject.toml").read_bytes()).hexdigest()[:12]
+
+
 @pytest.fixture
 def fake_docker(tmp_path: Path) -> tuple[dict[str, str], Path]:
     """A ``docker`` that records its argv; ``image inspect`` fails when FAKE_DOCKER_NO_IMAGE is set."""
@@ -89,13 +94,13 @@ def test_run_sh_mounts_the_project_at_the_same_path(fake_docker: tuple[dict[str,
     )
     assert done.returncode == 0, done.stderr
     calls = [json.loads(line) for line in log.read_text().splitlines()]
-    assert calls[0] == ["image", "inspect", "tritongraph-plan:26.05"]
+    assert calls[0] == ["image", "inspect", f"tritongraph-plan:26.05-{IMAGE_INPUTS}"]
     run = calls[1]
     assert run[:2] == ["run", "--rm"]
     assert f"{ROOT}:{ROOT}" in run
     assert run[run.index("--workdir") + 1] == str(ROOT)
     assert run[run.index("--gpus") + 1] == "all"
-    assert run[-4:] == ["tritongraph-plan:26.05", "doit", "build:minilm", "target=trt"]
+    assert run[-4:] == [f"tritongraph-plan:26.05-{IMAGE_INPUTS}", "doit", "build:minilm", "target=trt"]
 
 
 def test_run_sh_builds_a_missing_image_from_the_pinned_tag(fake_docker: tuple[dict[str, str], Path]) -> None:
@@ -105,7 +110,7 @@ def test_run_sh_builds_a_missing_image_from_the_pinned_tag(fake_docker: tuple[di
     build = [json.loads(line) for line in log.read_text().splitlines()][1]
     assert build[:3] == ["build", "--target", "trtllm"]
     assert build[build.index("--build-arg") + 1] == "TRITON_TAG=26.05"
-    assert "building tritongraph-trtllm:26.05 (Triton 26.05, TensorRT-LLM 1.2.1, TensorRT 10.14.1.48)" in done.stderr
+    assert f"building tritongraph-trtllm:26.05-{IMAGE_INPUTS} (Triton 26.05, TensorRT-LLM 1.2.1, TensorRT 10.14.1.48)" in done.stderr
 
 
 def test_run_sh_refuses_an_unknown_image() -> None:
