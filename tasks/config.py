@@ -57,8 +57,8 @@ def _maps(kind: str, names: list[str]) -> str:
     return " ".join(f'{kind} {{ key: "{n}" value: "{n}" }}' for n in names)
 
 
-def output_size(hf_dir: Path, expected: int) -> tuple[int, int]:
-    """Height and width of the preprocessed image, as the checkpoint's preprocessor config says."""
+def check_output_size(hf_dir: Path, expected: int) -> None:
+    """The checkpoint's preprocessor crops (or resizes) to the square the vision tower takes."""
     path = hf_dir / layout.PREPROCESSOR_FILE
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -72,15 +72,14 @@ def output_size(hf_dir: Path, expected: int) -> tuple[int, int]:
     if (size["height"], size["width"]) != (expected, expected):
         msg = f"{key} is {size['height']}x{size['width']} but the vision tower takes {expected}x{expected} images"
         raise UserError(str(path), msg)
-    return size["height"], size["width"]
 
 
 def modality_values(family: str, hf_dir: Path, hf_config: Mapping[str, Any], engine: Mapping[str, Any]) -> dict[str, object]:
     """What differs between a text encoder (tokenizer in front) and an image encoder (preprocessing in front)."""
     if encoders.family(family).modality == "image":
         size = encoders.image_size(hf_config)
-        height, width = output_size(hf_dir, size)
-        return {"modality": "image", "crop_height": height, "crop_width": width}
+        check_output_size(hf_dir, size)
+        return {"modality": "image", "crop_height": size, "crop_width": size}
     return {"modality": "text", "max_seq_len": engine["max_seq_len"]}
 
 

@@ -227,12 +227,9 @@ def _names(signature: Signature) -> tuple[str, ...]:
     return tuple(t.name for t in signature.inputs)
 
 
-def bert_samples(signature: Signature, config: Mapping[str, Any], seed: int) -> Feeds:
-    return token_samples(_names(signature), _int(config, "vocab_size", "bert"), _lengths(seed), seed)
-
-
-def clip_text_samples(signature: Signature, config: Mapping[str, Any], seed: int) -> Feeds:
-    vocab = _int(sub_config(config, "text_config"), "vocab_size", "clip-text")
+def text_samples(signature: Signature, config: Mapping[str, Any], seed: int) -> Feeds:
+    """Token feeds for BERT or CLIP's text tower (its vocabulary nested in a full CLIP checkpoint)."""
+    vocab = _int(sub_config(config, "text_config"), "vocab_size", "text encoder")
     return token_samples(_names(signature), vocab, _lengths(seed), seed)
 
 
@@ -246,9 +243,9 @@ def image_samples(signature: Signature, config: Mapping[str, Any], seed: int) ->
 
 
 FAMILIES: dict[str, Family] = {
-    "bert": Family("bert", "text", bert_signature, bert_wrapper, bert_samples),
+    "bert": Family("bert", "text", bert_signature, bert_wrapper, text_samples),
     "clip-vision": Family("clip-vision", "image", clip_vision_signature, clip_vision_wrapper, image_samples),
-    "clip-text": Family("clip-text", "text", clip_text_signature, clip_text_wrapper, clip_text_samples),
+    "clip-text": Family("clip-text", "text", clip_text_signature, clip_text_wrapper, text_samples),
 }
 SIGNATURE_FILE = "signature.json"
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tasks import fsops, toolchain, trtllm
+from tasks import fsops, llm_layout, toolchain, trtllm
 from tasks.engine import run_tool, timing_cache, timing_cache_path
 from tasks.errors import UserError
 from tasks.stage import StageContext
@@ -30,8 +30,8 @@ CPU_ENGINE = {
     "reason": "target cpu serves the HF checkpoint with a python-backend stand-in of the tensorrt_llm model",
 }
 DTYPES = ("float16", "bfloat16", "float32")
-# Where a decoder-only family's engine goes (T5 has encoder/ and decoder/).
-DECODER_ONLY_DIR = "engine"
+# Where a decoder-only family's engine goes (T5 has encoder/ and decoder/): where the repository looks for it.
+DECODER_ONLY_DIR = llm_layout.DECODER_ONLY_DIRS[0]
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,6 @@ from tasks.schema import (
     ModelSpec,
     Where,
     calibration_file,
-    check_corpus,
     corpus_file,
     find_member,
     load_models,
@@ -254,7 +253,7 @@ def ensemble_index(model: ModelGraph, member: ModelSpec, corpus: Path) -> Stage:
         "code": index.CODE_VERSION,
     }
     deps = {role: member_stage(graph, member, stage) for role, stage in repo.MEMBER_STAGES.items()}
-    files = [_rel(p) for p in (corpus, *check_corpus(spec))]
+    files = [_rel(p) for p in (corpus, *spec.corpus_images)]
     doc = f"vector index of {corpus} embedded by {member.variant}"
     return model.stage("index", params, index.action, doc, deps=deps, files=files, target=model.target)
 

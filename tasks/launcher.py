@@ -649,6 +649,8 @@ class TritonServer:
             return
         if self.target == "trt":
             check_repository_toolchain(self.repo)
+            if self.ranks.world_size > 1:
+                check_gpus(self.ranks, toolchain.gpu_count())  # once, not again on every port retry
         try:
             self._start_with_retries()
         except BaseException:
@@ -707,7 +709,6 @@ class TritonServer:
             shm_prefix=self._shm_prefix,
         )
         if self.target == "trt" and self.ranks.world_size > 1:
-            check_gpus(self.ranks, toolchain.gpu_count())
             argv = leader_mode_command(argv, self.ranks, self._shm_prefix)
         if self._log is None:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)

@@ -91,8 +91,7 @@ def triton_models(
 
     files = [p.name for p in hf_dir.iterdir() if p.is_file()] if hf_dir is not None else []
     tokenizer, model = llm_layout.split_checkpoint_files(files)
-    engine_dirs = llm_layout.ENGINE_DIRS if family == "t5" else llm_layout.DECODER_ONLY_DIRS
-    return llm_layout.llm_models(target, tokenizer_files=tokenizer, hf_files=model, engine_dirs=engine_dirs)
+    return llm_layout.llm_models(target, tokenizer_files=tokenizer, hf_files=model, engine_dirs=llm_layout.engine_dirs(family))
 
 
 def template_files(models: list[TritonModel]) -> list[Path]:

@@ -23,6 +23,13 @@ HF_DIR = "1/hf"
 # or one for a decoder-only model.
 ENGINE_DIRS = ("encoder", "decoder")
 DECODER_ONLY_DIRS = ("engine",)
+
+
+def engine_dirs(family: str) -> tuple[str, ...]:
+    """The engine folders of a family: both halves of T5 (encoder-decoder), else one."""
+    return ENGINE_DIRS if family == "t5" else DECODER_ONLY_DIRS
+
+
 # HF files that make up a tokenizer; everything else of a checkpoint is of no use to pre/postprocessing.
 TOKENIZER_FILES = frozenset(
     {

@@ -62,6 +62,7 @@ class ModelSpec:
     written: frozenset[str] = frozenset()  # top-level keys present in the file
     point: sweep.Point | None = None  # this variant's swept values (None: the file has no sweep:)
     variants: tuple[ModelSpec, ...] = ()  # a swept file's variants, in sweep order
+    corpus_images: tuple[Path, ...] = ()  # the image files an image index's corpus lists (read once, at load)
 
     def block(self, name: str) -> Mapping[str, Any]:
         return self.blocks.get(name, {})
@@ -695,8 +696,8 @@ def _validated(  # noqa: PLR0917 - one file's pieces, passed on as they were par
     check_limits(spec, read["config"])
     check_prompts(spec)
     check_calibration(spec)
-    check_corpus(spec)
-    return spec
+    images = check_corpus(spec)
+    return dataclasses.replace(spec, corpus_images=tuple(images)) if images else spec
 
 
 def _limits(columns: tuple[str, ...]) -> Check:

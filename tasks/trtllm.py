@@ -396,7 +396,7 @@ def t5_argv(  # noqa: PLR0917 - mirrors engine.trtexec_argv: paths and inputs in
     settings = _with_run_options(dict(_t5_settings(component, engine, dtype)), workers, timing_cache)
     required = t5_requirements(component, dtype)
     flags = _user_flags(component, engine, table)
-    extra = _merge_flags(settings, flags, required, f"T5 requires {{name}} {{want}} for the {component}: {{why}}", table)
+    extra = _merge_flags(settings, flags, required, T5_REFUSAL.replace("{component}", component), table)
     return _command(binary, checkpoint_dir, output_dir, settings, extra, engine)
 
 
@@ -423,9 +423,9 @@ def _merge_flags(
     """
     extra: dict[str, list[str]] = {}
     for name, value, key in flags:
-        if name in required and str(value) != required[name][0]:
-            want, why = required[name]
-            raise UserError(key, refusal.format(name=name, want=want, why=why))
+        problem = conflict(name, value, required, refusal)
+        if problem:
+            raise UserError(key, problem)
         if name in settings:
             settings[name] = str(value)
         else:
@@ -469,18 +469,28 @@ def check_engine_flags(engine: Mapping[str, Any], family: str = "t5") -> tuple[s
     return None
 
 
-def _decoder_conflict(name: str, value: object) -> str | None:
-    want = decoder_requirements().get(name)
-    if want is not None and str(value) != want[0]:
-        return f"Triton's tensorrt_llm backend requires {name} {want[0]}: {want[1]}"
+# Why a flag value is refused, filled with the flag, the value required and the reason.
+T5_REFUSAL = "T5 requires {name} {want} for the {component}: {why}"
+DECODER_REFUSAL = "Triton's tensorrt_llm backend requires {name} {want}: {why}"
+
+
+def conflict(name: str, value: object, required: Mapping[str, tuple[str, str]], refusal: str) -> str | None:
+    """``refusal`` filled in when ``required`` holds another value for ``name``, else None."""
+    if name in required and str(value) != required[name][0]:
+        want, why = required[name]
+        return refusal.format(name=name, want=want, why=why)
     return None
+
+
+def _decoder_conflict(name: str, value: object) -> str | None:
+    return conflict(name, value, decoder_requirements(), DECODER_REFUSAL)
 
 
 def _t5_conflict(name: str, value: object, components: tuple[str, ...]) -> str | None:
     for component in components:
-        want = t5_requirements(component, None).get(name)
-        if want is not None and str(value) != want[0]:
-            return f"T5 requires {name} {want[0]} for the {component}: {want[1]}"
+        problem = conflict(name, value, t5_requirements(component, None), T5_REFUSAL.replace("{component}", component))
+        if problem:
+            return problem
     return None
 
 
@@ -540,6 +550,6 @@ def decoder_argv(  # noqa: PLR0917 - mirrors t5_argv
     requires its value), ``engine.extra_args``.
     """
     settings = _with_run_options(dict(decoder_settings(family, engine, dtype)), workers, timing_cache)
-    refusal = "Triton's tensorrt_llm backend requires {name} {want}: {why}"
-    extra = _merge_flags(settings, _checked_flags(engine.get("flags", {}), "engine.flags", table), decoder_requirements(), refusal, table)
+    flags = _checked_flags(engine.get("flags", {}), "engine.flags", table)
+    extra = _merge_flags(settings, flags, decoder_requirements(), DECODER_REFUSAL, table)
     return _command(binary, checkpoint_dir, output_dir, settings, extra, engine)
