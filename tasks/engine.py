@@ -19,7 +19,7 @@ from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
-from tasks import encoders, fsops, progress, sweep, toolchain, trtexec
+from tasks import encoders, fsops, lock, progress, sweep, toolchain, trtexec
 from tasks.errors import UserError
 from tasks.stage import StageContext
 
@@ -144,7 +144,8 @@ def build_trt(ctx: StageContext) -> None:
 
 
 def build_cpu(ctx: StageContext) -> None:
-    import onnxruntime as ort  # noqa: PLC0415 - heavy; only this action needs it
+    lock.import_held("onnxruntime")  # heavy; only this action needs it
+    import onnxruntime as ort  # noqa: PLC0415
 
     unused = [k for k in _TRT_ONLY if ctx.params["engine"].get(k) not in (None, [], {}, "fp32")]
     if unused:

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tasks import encoders, fsops, logs
+from tasks import encoders, fsops, lock, logs
 from tasks.converters import read_checkpoint_config
 from tasks.errors import UserError
 from tasks.stage import StageContext
@@ -75,6 +75,7 @@ def compare(module: torch.nn.Module, path: Path, signature: encoders.Signature, 
 
 
 def _run(ctx: StageContext, family: encoders.Family, settings: Mapping[str, Any], log_path: Path) -> float:
+    lock.import_held("torch", "transformers", "onnx", "onnxruntime")
     import onnx  # noqa: PLC0415
 
     source, out = ctx.inputs["hf"], ctx.out / "model.onnx"

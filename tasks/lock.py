@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import importlib
 import os
 import signal
+import sys
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from types import FrameType
+from types import FrameType, TracebackType
 from typing import IO
 
 from tasks.errors import UserError
@@ -73,10 +75,13 @@ def release() -> None:
 
 
 _SHIELD = {"depth": 0, "pending": False, "requested": False}
+_RECEIVED: list[str] = []
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:  # noqa: ARG001 - signal API
     _SHIELD["requested"] = True
+    if not _RECEIVED:
+        _RECEIVED.append(signal.Signals(signum).name)
     if _SHIELD["depth"]:
         _SHIELD["pending"] = True
         return
@@ -112,7 +117,34 @@ def uninterrupted() -> Iterator[None]:
         raise KeyboardInterrupt
 
 
+def import_held(*modules: str) -> None:
+    """Import native-extension packages with SIGTERM/Ctrl-C held until they are loaded.
+
+    Importing torch runs C++ initialisers that call back into Python
+    (``torch._C._c10d_init``); a KeyboardInterrupt raised inside such a callback cannot
+    unwind through C++, so the process aborts (SIGABRT) and doit saves the state of
+    none of the tasks that finished.  The imports take seconds; the signal is acted on
+    as soon as they are done.
+    """
+    with uninterrupted():
+        for name in modules:
+            importlib.import_module(name)
+
+
+def _report_interrupt(kind: type[BaseException], value: BaseException, tb: TracebackType | None) -> None:
+    """A stop the user asked for is reported in one line, not as doit's traceback."""
+    if not issubclass(kind, KeyboardInterrupt):
+        sys.__excepthook__(kind, value, tb)
+        return
+    what = _RECEIVED[0] if _RECEIVED else "SIGINT"
+    sys.stderr.write(f"stopped by {what}: finished tasks are saved; the same command goes on from there\n")
+
+
 def save_state_on_sigterm() -> None:
-    """SIGTERM and SIGINT both become KeyboardInterrupt, held back inside ``uninterrupted``."""
+    """SIGTERM and SIGINT both become KeyboardInterrupt, held back inside ``uninterrupted``.
+
+    Python still exits as killed by SIGINT (status 130), as a shell expects of Ctrl-C.
+    """
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGINT, _interrupt)
+    sys.excepthook = _report_interrupt

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from tasks import fsops
+from tasks import fsops, lock
 from tasks.errors import UserError
 
 # Vocabulary pieces carry a word-start or continuation marker depending on the tokenizer family.
@@ -31,7 +31,8 @@ class Prompt:
 
 def load_tokenizer(folder: Path) -> Any:  # noqa: ANN401 - a transformers tokenizer
     """The served model's tokenizer, from the files the repository ships (never the Hub)."""
-    from transformers import AutoTokenizer  # noqa: PLC0415 - seconds to import; only bench needs it
+    lock.import_held("torch", "transformers")  # AutoTokenizer loads torch; seconds, only bench needs it
+    from transformers import AutoTokenizer  # noqa: PLC0415
 
     try:
         return AutoTokenizer.from_pretrained(str(folder), local_files_only=True)

@@ -40,8 +40,12 @@ def test_sigterm_saves_finished_stages_and_leaves_no_partial_output(tiny_bert: P
     wait_for_export_in_flight(project, proc)
     proc.send_signal(signal.SIGTERM)
     killed = finish(proc)
-    report = f"rc {killed.rc}\n{killed.stdout}\n{killed.stderr[-3000:]}"
-    assert killed.rc != 0, report
+    export_log = project / "build/tiny/logs/export.log"
+    log_head = export_log.read_text(encoding="utf-8", errors="replace")[:3000] if export_log.exists() else ""
+    report = f"rc {killed.rc}\n{killed.stdout}\n{killed.stderr[-3000:]}\nexport.log:\n{log_head}"
+    assert killed.rc == -signal.SIGINT, report  # stopped, as Ctrl-C would; not aborted (SIGABRT)
+    assert "stopped by SIGTERM: finished tasks are saved" in killed.stderr, report
+    assert "Traceback" not in killed.stderr, report
     assert "fetch:tiny" in killed.executed
     assert not (project / "build/tiny/export").exists()  # nothing half-built looks finished
     # The work dir is normally removed on the way out; if a run dies before that, the next run
