@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tasks import metrics
+from tasks import metrics, results
 from tasks.bench import RESULTS
 from tasks.errors import UserError
 from tasks.stage import StageContext
@@ -97,14 +97,8 @@ def summary_text(tables: Mapping[str, Table], columns: Sequence[str], settings: 
 
 def write_plot(path: Path, title: str, tables: Mapping[str, Table], best: Best | None, limits: Mapping[str, float]) -> None:
     """Throughput against p99 latency, one curve per variant, the best point starred, a p99 bound drawn."""
-    import matplotlib as mpl  # noqa: PLC0415 - costs a second; only compare and bench draw
-
-    mpl.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
-
     p99 = metrics.percentile_column(99)
-    fig, ax = plt.subplots(figsize=(7.6, 4.8), dpi=100)
-    try:
+    with results.latency_plot(path, title, (7.6, 4.8)) as ax:
         for variant, rows in tables.items():
             points = [(number(r.get(p99)), number(r.get(metrics.THROUGHPUT))) for r in rows]
             xy = [(x / 1000.0, y) for x, y in points if x is not None and y is not None]
@@ -115,17 +109,7 @@ def write_plot(path: Path, title: str, tables: Mapping[str, Table], best: Best |
             x, y = number(best.row.get(p99)), number(best.row.get(metrics.THROUGHPUT))
             if x is not None and y is not None:
                 ax.plot([x / 1000.0], [y], marker="*", markersize=16, color="black", linestyle="none", label="best")
-        ax.set_xlabel("p99 latency (ms)")
-        ax.set_ylabel("throughput (inferences/s)")
-        ax.set_title(title)
-        ax.grid(visible=True, alpha=0.3)
-        ax.set_xlim(left=0)
-        ax.set_ylim(bottom=0)
         ax.legend(fontsize="small")
-        fig.tight_layout()
-        fig.savefig(path, format="png", metadata={"Software": None})
-    finally:
-        plt.close(fig)
 
 
 def best_document(name: str, objective: Mapping[str, Any], best: Best | None, settings: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:

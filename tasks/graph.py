@@ -41,6 +41,13 @@ SHARED_BY: dict[str, tuple[str, ...]] = {
     "export": ("export",),
     "engine": ("convert", "export", "engine"),
 }
+
+
+def stage_owner(spec: ModelSpec, stage: str) -> str:
+    """The name a stage of ``spec`` is built under: shared by the variants agreeing on what it reads, else the variant's."""
+    return spec.owner(SHARED_BY[stage]) if stage in SHARED_BY else spec.variant
+
+
 # The engine keys the LLM templates read (the rest only shape trtllm-build's argv).
 LLM_CONFIG_ENGINE_KEYS = ("max_beam_width", "max_input_len", "max_output_len")
 
@@ -100,14 +107,14 @@ class ModelGraph:
         return self.graph.target.name
 
     def stage(self, name: str, params: Mapping[str, Any], action: Action, doc: str, **kw: Any) -> Stage:  # noqa: ANN401
-        owner = self.spec.owner(SHARED_BY[name]) if name in SHARED_BY else self.spec.variant
+        owner = stage_owner(self.spec, name)
         out = BUILD / owner
         kw.setdefault("log_dir", out / "logs")
         return self.graph.add(Stage(name, owner, params, kw.pop("out_dir", out / name), action, doc, **kw))
 
     def fetch(self) -> Stage:
         # Every variant of a sweep shares one fetch: look its source up (a Hub query, a folder walk) once.
-        shared = self.graph.find("fetch", self.spec.name)
+        shared = self.graph.find("fetch", stage_owner(self.spec, "fetch"))
         if shared is not None:
             return shared
         folder, files, source = fetch.source_files(self.spec)
@@ -173,7 +180,7 @@ def encoder_stages(model: ModelGraph) -> None:
     engine_block["calibration_cache"] = _rel(calibration).as_posix() if calibration else None
     built = model.stage(
         "engine", {"engine": engine_block, "target": target, "toolchain": tools, "code": engine.CODE_VERSION},
-        engine.action, f"{target} engine of {spec.owner(SHARED_BY['engine'])}", deps={"onnx": exported}, target=target,
+        engine.action, f"{target} engine of {stage_owner(spec, 'engine')}", deps={"onnx": exported}, target=target,
         files=[_rel(calibration)] if calibration else [],
     )  # fmt: skip
     # The tokenizer truncates to the engine's sequence limit; an image has none.
@@ -195,7 +202,7 @@ def llm_stages(model: ModelGraph) -> None:
     built = model.stage(
         "engine",
         {"engine": spec.block("engine"), "family": spec.family, "target": target, "toolchain": tools, "code": engine_llm.CODE_VERSION},
-        engine_llm.action, f"{target} engines of {spec.owner(SHARED_BY['engine'])}", deps={"checkpoint": converted}, target=target,
+        engine_llm.action, f"{target} engines of {stage_owner(spec, 'engine')}", deps={"checkpoint": converted}, target=target,
     )  # fmt: skip
     engine_keys = {k: spec.block("engine")[k] for k in LLM_CONFIG_ENGINE_KEYS}
     params: dict[str, Any] = {"triton": spec.block("triton"), "engine": engine_keys}
@@ -209,7 +216,7 @@ def llm_stages(model: ModelGraph) -> None:
 
 def member_stage(graph: Graph, member: ModelSpec, stage: str) -> Stage:
     """A member's stage: its own, or the one its variant shares with sibling variants."""
-    return graph.stage_of(stage, member.owner(SHARED_BY[stage]) if stage in SHARED_BY else member.variant)
+    return graph.stage_of(stage, stage_owner(member, stage))
 
 
 def ensemble_stages(model: ModelGraph) -> None:
@@ -285,7 +292,8 @@ def _last_stages(graph: Graph, spec: ModelSpec) -> list[str]:
     if not spec.variants:
         return [graph.last_stage(spec.name).task_name]
     names = [graph.last_stage(v.variant).task_name for v in spec.variants]
-    return names + [s.task_name for s in graph.stages.get("compare", []) if s.model == spec.name]
+    compared = graph.find("compare", spec.name)
+    return names + ([compared.task_name] if compared else [])
 
 
 def build_groups(graph: Graph) -> Iterator[dict[str, Any]]:

@@ -10,12 +10,16 @@ import csv
 import io
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tasks import metrics
 from tasks.metrics import Row
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
 
 _MICROSECOND_COLUMNS = frozenset(metrics.PA_COLUMNS[2:])
 
@@ -60,28 +64,34 @@ def _points(rows: Sequence[Row]) -> list[tuple[float, float, float]]:
     return out
 
 
-def write_plot(path: Path, title: str, rows: Sequence[Row]) -> None:
-    """Throughput against p99 latency, one labelled point per concurrency level."""
-    import matplotlib as mpl  # noqa: PLC0415 - costs a second; only bench draws
+@contextmanager
+def latency_plot(path: Path, title: str, size: tuple[float, float]) -> Iterator[Axes]:
+    """Axes for throughput against p99 latency (ms), saved as a PNG at ``path`` when the block ends."""
+    import matplotlib as mpl  # noqa: PLC0415 - costs a second; only bench and compare draw
 
     mpl.use("Agg")
     import matplotlib.pyplot as plt  # noqa: PLC0415
 
-    points = [(latency / 1000.0, throughput, concurrency) for latency, throughput, concurrency in _points(rows)]
-    fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=100)
+    fig, ax = plt.subplots(figsize=size, dpi=100)
     try:
-        ax.plot([p[0] for p in points], [p[1] for p in points], marker="o")
-        for x, y, c in points:
-            ax.annotate(f"c={c:g}", (x, y), textcoords="offset points", xytext=(6, -10))
+        yield ax
         ax.set_xlabel("p99 latency (ms)")
         ax.set_ylabel("throughput (inferences/s)")
         ax.set_title(title)
         ax.grid(visible=True, alpha=0.3)
         ax.set_xlim(left=0)
         ax.set_ylim(bottom=0)
-        ax.margins(x=0.15)
         fig.tight_layout()
         # No timestamp in the file: the same numbers draw the same bytes.
         fig.savefig(path, format="png", metadata={"Software": None})
     finally:
         plt.close(fig)
+
+
+def write_plot(path: Path, title: str, rows: Sequence[Row]) -> None:
+    """Throughput against p99 latency, one labelled point per concurrency level."""
+    points = [(latency / 1000.0, throughput, concurrency) for latency, throughput, concurrency in _points(rows)]
+    with latency_plot(path, title, (6.4, 4.4)) as ax:
+        ax.plot([p[0] for p in points], [p[1] for p in points], marker="o")
+        for x, y, c in points:
+            ax.annotate(f"c={c:g}", (x, y), textcoords="offset points", xytext=(6, -10))

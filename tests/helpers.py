@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -237,3 +238,10 @@ def build_tiny_clip_text(folder: Path) -> Path:
     CLIPTextModelWithProjection(config).eval().save_pretrained(folder)  # type: ignore[no-untyped-call]
     fast.save_pretrained(folder)
     return folder
+
+
+class Terminal(io.StringIO):
+    """A text stream that says it is a terminal (status lines and [k/N] progress are drawn for it)."""
+
+    def isatty(self) -> bool:
+        return True

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import logging
 import sys
 import time
@@ -11,12 +10,7 @@ from pathlib import Path
 import pytest
 
 from tasks import engine, progress
-
-
-class Terminal(io.StringIO):
-    def isatty(self) -> bool:
-        return True
-
+from tests.helpers import Terminal
 
 TOOL = """\
 import sys, time

@@ -2,18 +2,12 @@
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 from doit.task import Task
 
 from tasks.reporter import Reporter, summary
-from tests.helpers import TINY_YAML, copy_project, run_doit
-
-
-class Terminal(io.StringIO):
-    def isatty(self) -> bool:
-        return True
+from tests.helpers import TINY_YAML, Terminal, copy_project, run_doit
 
 
 def _noop() -> None:
