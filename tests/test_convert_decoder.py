@@ -54,9 +54,10 @@ def build(family: str, folder: Path) -> Path:
         )  # fmt: skip
         model = tf.LlamaForCausalLM(config)
     else:
+        # An even vocab, so tp 2 can split Gemma's embedding by vocabulary rows (and tp 4 cannot).
         config = tf.GemmaConfig(
             hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=1,
-            head_dim=16, vocab_size=101, max_position_embeddings=64,
+            head_dim=16, vocab_size=102, max_position_embeddings=64,
         )  # fmt: skip
         model = tf.GemmaForCausalLM(config)
     _perturb_norms(model)
@@ -178,6 +179,9 @@ def test_config_json_carries_each_familys_keys(checkpoints: dict[str, Path], tmp
         1,
     )
     assert gemma["share_embedding_table"] is True
+    # TRT-LLM's GemmaConfig forces a vocabulary-split embedding when tp_size > 1; GPT-2 and Llama keep theirs whole.
+    assert (gemma["use_parallel_embedding"], gemma["embedding_sharding_dim"]) == (True, 0)
+    assert gpt2["use_parallel_embedding"] is llama["use_parallel_embedding"] is False
     for config in configs.values():
         assert config["mapping"] == {"world_size": 2, "tp_size": 2, "pp_size": 1}
         assert config["quantization"] == {"quant_algo": None, "kv_cache_quant_algo": None}
@@ -206,6 +210,10 @@ def _join_qkv(shards: list[torch.Tensor], cfg: dict[str, Any], tp: int) -> torch
 
 
 def _join(name: str, shards: list[torch.Tensor], cfg: dict[str, Any], tp: int) -> torch.Tensor:
+    if name == "transformer.vocab_embedding.weight" and cfg["use_parallel_embedding"]:
+        assert cfg["embedding_sharding_dim"] == 0
+        assert all(s.shape[0] == cfg["vocab_size"] // tp for s in shards)
+        return torch.cat(shards)
     if ".attention.qkv." in name:
         return _join_qkv(shards, cfg, tp)
     if name.endswith(("attention.dense.weight", "mlp.proj.weight")):
@@ -233,12 +241,17 @@ def reassemble(folder: Path, tp: int, pp: int) -> dict[str, torch.Tensor]:
     return merged
 
 
-@pytest.mark.parametrize(("family", "tp", "pp"), [("gpt2", 2, 1), ("gpt2", 1, 2), ("llama", 2, 2), ("llama", 4, 1), ("gemma", 2, 1)])
+@pytest.mark.parametrize(
+    ("family", "tp", "pp"), [("gpt2", 2, 1), ("gpt2", 1, 2), ("llama", 2, 2), ("llama", 4, 1), ("gemma", 2, 1), ("gemma", 2, 2)]
+)
 def test_parallel_ranks_reassemble_to_the_single_rank_checkpoint(
     family: str, tp: int, pp: int, checkpoints: dict[str, Path], tmp_path: Path
 ) -> None:
     single = load_file(convert(family, checkpoints[family], tmp_path / "one") / "rank0.safetensors")
-    split = reassemble(convert(family, checkpoints[family], tmp_path / "many", tp=tp, pp=pp), tp, pp)
+    many = convert(family, checkpoints[family], tmp_path / "many", tp=tp, pp=pp)
+    # Only Gemma splits its table (TRT-LLM's GemmaConfig turns parallel embedding on whenever tp_size > 1).
+    assert json.loads((many / "config.json").read_text())["use_parallel_embedding"] is (family == "gemma" and tp > 1)
+    split = reassemble(many, tp, pp)
     assert sorted(split) == sorted(single)
     for name, tensor in single.items():
         assert torch.equal(split[name], tensor), name
@@ -258,6 +271,21 @@ def test_pipeline_stages_hold_their_own_layers_embeddings_and_head(checkpoints: 
     assert stage_layers(3, 1, 2) == [2]
 
 
+def test_gemma_splits_its_shared_table_by_vocabulary_rows(checkpoints: dict[str, Path], tmp_path: Path) -> None:
+    out = convert("gemma", checkpoints["gemma"], tmp_path / "tp2", tp=2)
+    ranks = [load_file(out / f"rank{r}.safetensors") for r in range(2)]
+    table = load_file(checkpoints["gemma"] / "model.safetensors")["model.embed_tokens.weight"]
+    for rank, weights in enumerate(ranks):
+        embedding = weights["transformer.vocab_embedding.weight"]
+        assert embedding.shape == (51, 32)  # ceil(102 / 2) rows: what TRT-LLM's Embedding declares for sharding_dim 0
+        assert torch.equal(embedding, table[rank * 51 : (rank + 1) * 51])
+        # The head shares the table: same rows on the same rank, as GemmaForCausalLM's padded ColumnLinear declares.
+        assert torch.equal(weights["lm_head.weight"], embedding)
+    for family in ("gpt2", "llama"):  # a whole table on every rank
+        other = load_file(convert(family, checkpoints[family], tmp_path / family, tp=2) / "rank1.safetensors")
+        assert other["transformer.vocab_embedding.weight"].shape == (101, 32)
+
+
 def test_vocab_is_padded_for_tensor_parallel_heads(checkpoints: dict[str, Path], tmp_path: Path) -> None:
     out = convert("gpt2", checkpoints["gpt2"], tmp_path / "tp2", tp=2)
     head = load_file(out / "rank1.safetensors")["lm_head.weight"]
@@ -271,6 +299,7 @@ def test_vocab_is_padded_for_tensor_parallel_heads(checkpoints: dict[str, Path],
         ("llama", 3, 1, "num_attention_heads 4 is not divisible by tp_size 3"),
         ("gpt2", 1, 4, "pp_size 4 is more than the 3 layers"),
         ("llama", 8, 1, "num_attention_heads 4 is not divisible by tp_size 8"),
+        ("gemma", 4, 1, "convert.tp_size 4 does not divide vocab_size 102"),
     ],
 )
 def test_impossible_parallelism_is_one_clear_error(  # noqa: PLR0917 - parametrized values and two fixtures

@@ -311,12 +311,20 @@ def test_vocab_not_divisible_by_tp_is_padded_with_zero_rows(tmp_path: Path) -> N
     result = t5.convert(tmp_path / "hf", tmp_path / "tp2", Settings("float32", 2, 1), WHERE)
     assert result.vocab_padded == 118
     t5.convert(tmp_path / "hf", tmp_path / "tp1", Settings("float32", 1, 1), WHERE)
-    shards = [s["lm_head.weight"] for s in rank_tensors(tmp_path / "tp2/decoder", 2)]
+    ranks = rank_tensors(tmp_path / "tp2/decoder", 2)
+    shards = [s["lm_head.weight"] for s in ranks]
+    # TRT-LLM's DecoderModel declares its lm_head with pad_vocab_size(117, 2) = 118 rows: 59 a rank.
     assert [tuple(s.shape) for s in shards] == [(59, 32), (59, 32)]
     full = torch.cat(shards)
-    assert torch.equal(full[:117], load_file(tmp_path / "tp1/decoder/rank0.safetensors")["lm_head.weight"])
+    single = load_file(tmp_path / "tp1/decoder/rank0.safetensors")
+    assert torch.equal(full[:117], single["lm_head.weight"])
     assert not full[117:].any()
-    assert config_of(tmp_path / "tp2/decoder")["vocab_size"] == 117
+    decoder_config = config_of(tmp_path / "tp2/decoder")
+    assert decoder_config["vocab_size"] == 117
+    # The embedding is not parallel (use_parallel_embedding false): every rank holds the whole, unpadded table.
+    assert decoder_config["use_parallel_embedding"] is False
+    for rank in ranks:
+        assert torch.equal(rank["transformer.vocab_embedding.weight"], single["transformer.vocab_embedding.weight"])
 
 
 # --- config.json ----------------------------------------------------------------------------------

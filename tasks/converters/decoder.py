@@ -18,7 +18,12 @@ this project's own and never imports ``tensorrt_llm``.  Per family:
 - Gemma: as Llama, plus RMSNorm scales stored as ``w + 1`` (HF keeps ``w`` and adds 1 at run
   time; TRT-LLM's RmsNorm does not), the head shares the embedding table, and the
   ``sqrt(hidden_size)`` embedding scale is applied by TRT-LLM's Gemma model at run time, so
-  the table is written unscaled.
+  the table is written unscaled.  With tp_size > 1 the embedding is split by vocabulary rows
+  (see ``parallel_embedding``).
+
+The lm_head of every family has ``pad_vocab_size(vocab_size, tp_size)`` rows split by rank:
+``{GPT,LLaMA,Gemma}ForCausalLM`` declare ``ColumnLinear(hidden, vocab_size_padded)`` and
+TRT-LLM's converters pad the missing rows with zeros.
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ import torch
 
 from tasks.converters import Converted, Settings, read_checkpoint_config
 from tasks.converters.safetensors_stream import Checkpoint, open_checkpoint, write_safetensors
-from tasks.converters.sharding import Rule, Split, check_sources, padded_vocab, rank_plan
+from tasks.converters.sharding import Rule, Split, check_sources, rank_plan, vocab_padding
 from tasks.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -144,9 +149,28 @@ SPECS: dict[str, Callable[[Mapping[str, Any], str], DecoderSpec]] = {
 }
 
 
+def parallel_embedding(spec: DecoderSpec, settings: Settings) -> bool:
+    """Whether the embedding table is split by vocabulary rows between tensor-parallel ranks.
+
+    TRT-LLM's GemmaConfig (tensorrt_llm/models/gemma/config.py) sets ``use_parallel_embedding =
+    mapping.tp_size > 1`` whatever config.json says, and its Embedding then declares
+    ``ceil(vocab / tp)`` rows per rank on ``embedding_sharding_dim`` 0.  GPT-2 and Llama take the
+    value from config.json (default false, as their convert_checkpoint.py writes it), so their
+    table stays whole on every rank.
+    """
+    return spec.family == "gemma" and settings.tp_size > 1
+
+
 def check_parallel(spec: DecoderSpec, settings: Settings, where: str) -> None:
     """Every split must come out whole, on every rank."""
     tp, pp = settings.tp_size, settings.pp_size
+    if parallel_embedding(spec, settings) and spec.vocab_size % tp:
+        # TRT-LLM's Gemma converter asserts ``vocab_size % tp_size == 0`` before it splits the table; it does not pad.
+        msg = (
+            f"convert.tp_size {tp} does not divide vocab_size {spec.vocab_size}: with tp_size > 1 Gemma splits its "
+            "shared embedding table by vocabulary rows; pick a tp_size that divides the vocabulary"
+        )
+        raise UserError(where, msg)
     for key, size in (("num_attention_heads", spec.heads), ("intermediate_size", spec.intermediate)):
         if size % tp:
             raise UserError(where, f"{key} {size} is not divisible by tp_size {tp}; pick a tp_size that divides it")
@@ -237,11 +261,15 @@ def _final_rules(names: Names, spec: DecoderSpec) -> list[Rule]:
     return [*rules, Rule("lm_head.weight", (names.lm_head,), Split.OUT, ("vocab", "hidden"), pad_rows=True)]
 
 
-def stage_rules(names: Names, spec: DecoderSpec, layers: list[int], *, first: bool, last: bool) -> list[Rule]:
-    """Every tensor of one pipeline stage's rank files, in writing order, with concrete HF names."""
+def stage_rules(names: Names, spec: DecoderSpec, layers: list[int], *, first: bool, last: bool, vocab_split: bool = False) -> list[Rule]:
+    """Every tensor of one pipeline stage's rank files, in writing order, with concrete HF names.
+
+    ``vocab_split``: the embedding table is divided by vocabulary rows (``parallel_embedding``).
+    """
     rules: list[Rule] = []
     if first:
-        rules.append(Rule("transformer.vocab_embedding.weight", (names.embedding,), Split.REPLICATE, ("vocab", "hidden")))
+        split = Split.OUT if vocab_split else Split.REPLICATE
+        rules.append(Rule("transformer.vocab_embedding.weight", (names.embedding,), split, ("vocab", "hidden")))
         if names.positions is not None:
             rules.append(Rule("transformer.position_embedding.weight", (names.positions,), Split.REPLICATE, ("positions", "hidden")))
     layer_rules = _gpt2_layer if spec.family == "gpt2" else _llama_layer
@@ -270,7 +298,7 @@ def checkpoint_config(spec: DecoderSpec, settings: Settings) -> dict[str, Any]:
         "intermediate_size": spec.intermediate,
         "norm_epsilon": spec.norm_epsilon,
         "position_embedding_type": "learned_absolute" if spec.family == "gpt2" else "rope_gpt_neox",
-        "use_parallel_embedding": False,
+        "use_parallel_embedding": parallel_embedding(spec, settings),
         "embedding_sharding_dim": 0,
         "mapping": {"world_size": settings.world_size, "tp_size": settings.tp_size, "pp_size": settings.pp_size},
         "quantization": {"quant_algo": None, "kv_cache_quant_algo": None},
@@ -290,9 +318,11 @@ def checkpoint_config(spec: DecoderSpec, settings: Settings) -> dict[str, Any]:
 def _write_ranks(ckpt: Checkpoint, names: Names, spec: DecoderSpec, settings: Settings, out: Path) -> tuple[int, int]:
     written = tensors = 0
     tp, pp = settings.tp_size, settings.pp_size
+    vocab_split = parallel_embedding(spec, settings)
     for rank in range(settings.world_size):
         pp_rank = rank // tp
-        rules = stage_rules(names, spec, stage_layers(spec.layers, pp_rank, pp), first=pp_rank == 0, last=pp_rank == pp - 1)
+        layers = stage_layers(spec.layers, pp_rank, pp)
+        rules = stage_rules(names, spec, layers, first=pp_rank == 0, last=pp_rank == pp - 1, vocab_split=vocab_split)
         written += write_safetensors(out / f"rank{rank}.safetensors", rank_plan(ckpt, rules, rank % tp, settings))
         tensors += len(rules)
         log.info("convert: rank %d/%d written (%d tensors, %.0f MB so far)", rank + 1, settings.world_size, len(rules), written / 1e6)
@@ -308,13 +338,11 @@ def convert_family(family: str, source: Path, out: Path, settings: Settings, whe
         names = hf_names(ckpt, spec)
         every = stage_rules(names, spec, list(range(spec.layers)), first=True, last=True)
         check_sources(ckpt, every, spec.dims, family, where)
-        padded = padded_vocab(spec.vocab_size, settings.tp_size)
-        if padded != spec.vocab_size:
-            log.warning("convert: lm_head padded from %d to %d rows (a multiple of tp_size %d)", spec.vocab_size, padded, settings.tp_size)
+        padded = vocab_padding(spec.vocab_size, settings.tp_size)
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.json").write_text(json.dumps(checkpoint_config(spec, settings), indent=4) + "\n", encoding="utf-8")
         written, tensors = _write_ranks(ckpt, names, spec, settings, out)
-        return Converted(ckpt.file_bytes, written, tensors, settings.world_size, padded if padded != spec.vocab_size else None)
+        return Converted(ckpt.file_bytes, written, tensors, settings.world_size, padded)
 
 
 def convert_gpt2(source: Path, out: Path, settings: Settings, where: str) -> Converted:

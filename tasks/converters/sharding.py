@@ -7,6 +7,7 @@ data is read; data is read, cut, cast and written one tensor at a time.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from enum import Enum
@@ -16,6 +17,8 @@ import torch
 from tasks.converters import Settings
 from tasks.converters.safetensors_stream import Checkpoint, Planned
 from tasks.errors import UserError
+
+log = logging.getLogger(__name__)
 
 DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -52,6 +55,15 @@ class Rule:
 def padded_vocab(vocab_size: int, tp: int) -> int:
     """The vocab rounded up to a multiple of tp_size (TRT-LLM's pad_vocab_size rule)."""
     return -(-vocab_size // tp) * tp
+
+
+def vocab_padding(vocab_size: int, tp: int) -> int | None:
+    """The lm_head rows after padding when tp_size does not divide the vocab (and says so), else None."""
+    padded = padded_vocab(vocab_size, tp)
+    if padded == vocab_size:
+        return None
+    log.warning("convert: lm_head padded from %d to %d rows (a multiple of tp_size %d)", vocab_size, padded, tp)
+    return padded
 
 
 def _rows(rows: int, rule: Rule, tp: int) -> int:

@@ -24,7 +24,7 @@ from typing import Any
 
 from tasks.converters import Converted, Settings, read_checkpoint_config
 from tasks.converters.safetensors_stream import Checkpoint, open_checkpoint, write_safetensors
-from tasks.converters.sharding import Rule, Split, check_sources, padded_vocab, rank_plan
+from tasks.converters.sharding import Rule, Split, check_sources, rank_plan, vocab_padding
 from tasks.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -71,11 +71,8 @@ def check_settings(settings: Settings, where: str) -> None:
     """Generic checks, then what encoder-decoder models cannot do."""
     settings.check(where)
     if settings.pp_size > 1:
-        raise UserError(
-            where,
-            f"pp_size {settings.pp_size}: pipeline parallelism is not supported for encoder-decoder models "
-            "(TRT-LLM's C++ runtime and Triton reject it); use tp_size",
-        )
+        why = "pipeline parallelism is not supported for encoder-decoder models (TRT-LLM's C++ runtime and Triton reject it)"
+        raise UserError(where, f"pp_size {settings.pp_size}: {why}; use tp_size")
 
 
 @dataclass(frozen=True)
@@ -203,9 +200,8 @@ _TP_DIVISORS: tuple[tuple[str, Callable[[T5Spec], int], str], ...] = (
 def check_parallel(spec: T5Spec, settings: Settings, where: str) -> None:
     for key, size, why in _TP_DIVISORS:
         if size(spec) % settings.tp_size:
-            raise UserError(
-                where, f"{key} {size(spec)} is not divisible by tp_size {settings.tp_size} ({why}); pick a tp_size that divides it"
-            )
+            msg = f"{key} {size(spec)} is not divisible by tp_size {settings.tp_size} ({why}); pick a tp_size that divides it"
+            raise UserError(where, msg)
 
 
 # --- config.json -------------------------------------------------------------------------------
@@ -353,6 +349,10 @@ def component_rules(component: Component, spec: T5Spec, lm_head_source: str) -> 
         rules += [rule.format(i=i, **names) for rule in layer_rules(component, spec.gated)]
     rules.append(Rule("transformer.ln_f.weight", (f"{component.name}.final_layer_norm.weight",), Split.REPLICATE, ("d_model",)))
     if component is DECODER:
+        # TRT-LLM's DecoderModel (tensorrt_llm/models/enc_dec/model.py, main before the TensorRT backend left)
+        # declares ColumnLinear(hidden_size, pad_vocab_size(vocab_size, tp_size)): ceil(vocab / tp) rows a rank.
+        # Its convert_checkpoint.py pads BART's head to that with zero rows; the T5 path reshapes to vocab_size // tp,
+        # which only works when tp divides the vocab.  Zero rows fit the declaration for every tp_size.
         rules.append(Rule("lm_head.weight", (lm_head_source,), Split.OUT, ("vocab", "d_model"), pad_rows=True))
         # The decoder also keeps a model-level table (unless implicit relative attention is chosen).
         rules.append(Rule("rel_attn_table", (_REL_BIAS.format(**names),), Split.OUT, ("buckets", "heads"), transpose=True))
@@ -376,20 +376,12 @@ def _write_component(ckpt: Checkpoint, component: Component, spec: T5Spec, setti
     rules = component_rules(component, spec, lm_head_source(ckpt))
     folder = out / component.name
     folder.mkdir(parents=True, exist_ok=True)
-    config = component_config(component, spec, settings)
-    (folder / "config.json").write_text(json.dumps(config, indent=4) + "\n", encoding="utf-8")
-    written = 0
-    for rank in range(settings.world_size):
+    (folder / "config.json").write_text(json.dumps(component_config(component, spec, settings), indent=4) + "\n", encoding="utf-8")
+    written, total = 0, settings.world_size
+    for rank in range(total):
         written += write_safetensors(folder / f"rank{rank}.safetensors", rank_plan(ckpt, rules, rank, settings))
-        log.info(
-            "convert: %s rank %d/%d written (%d tensors, %.0f MB so far)",
-            component.name,
-            rank + 1,
-            settings.world_size,
-            len(rules),
-            written / 1e6,
-        )
-    return written, len(rules) * settings.world_size
+        log.info("convert: %s rank %d/%d written (%d tensors, %.0f MB so far)", component.name, rank + 1, total, len(rules), written / 1e6)
+    return written, len(rules) * total
 
 
 def convert(source: Path, out: Path, settings: Settings, where: str) -> Converted:
@@ -400,11 +392,9 @@ def convert(source: Path, out: Path, settings: Settings, where: str) -> Converte
     with open_checkpoint(source, where) as ckpt:
         for component in COMPONENTS:
             check_sources(ckpt, component_rules(component, spec, lm_head_source(ckpt)), spec.dims, "T5", where)
-        padded = padded_vocab(spec.vocab_size, settings.tp_size)
-        if padded != spec.vocab_size:
-            log.warning("convert: lm_head padded from %d to %d rows (a multiple of tp_size %d)", spec.vocab_size, padded, settings.tp_size)
+        padded = vocab_padding(spec.vocab_size, settings.tp_size)
         target = tensors = 0
         for component in COMPONENTS:
             size, count = _write_component(ckpt, component, spec, settings, out)
             target, tensors = target + size, tensors + count
-        return Converted(ckpt.file_bytes, target, tensors, 2 * settings.world_size, padded if padded != spec.vocab_size else None)
+        return Converted(ckpt.file_bytes, target, tensors, 2 * settings.world_size, padded)
