@@ -60,6 +60,9 @@ def trtexec_argv(
     ]
     if engine["precision"] != "fp32":
         argv.append(f"--{engine['precision']}")
+        note = trtexec.precision_note(engine["precision"], table)
+        if note:
+            log.info("engine.precision %s: %s", engine["precision"], note)
     if engine["calibration_cache"] is not None:
         argv.append(f"--calib={engine['calibration_cache']}")
     if engine["workspace_mb"] is not None:

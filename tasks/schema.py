@@ -361,11 +361,9 @@ def _check_encoder_engine(engine: dict[str, Any], where: Where) -> None:
         elif engine[opt] > engine[limit]:
             msg = f"expected an integer <= engine.{limit} ({engine[limit]}), got {engine[opt]}"
             raise where.child(opt).error(msg)
-    table = trtexec.static_table()
-    for flag, value in engine["flags"].items():
-        problem = trtexec.check_value(str(flag), value, table)
-        if problem:
-            raise where.child(f"flags.{flag}").error(problem)
+    problem = trtexec.check_flags(engine["flags"], trtexec.static_table())
+    if problem:
+        raise where.child(f"flags.{problem[0]}").error(problem[1])
 
 
 def _check_triton(triton: dict[str, Any], engine: dict[str, Any], where: Where) -> None:

@@ -1,32 +1,32 @@
-"""trtexec: its flag tables, what the installed binary says about itself, and the argv we pass.
+"""trtexec: what is particular to it; the flag tables and their checks are ``tasks.flagtable``.
 
 Flags are checked before any GPU time is spent.  A CPU-only machine (CI) checks
 against the static table of the pinned TensorRT version; where trtexec is installed
 its ``--help`` is read once per binary (cached by path, size and mtime) and is the
-authority for whatever version is there.
+authority for whatever version is there.  trtexec takes ``--name=value``.
 """
 
 from __future__ import annotations
 
-import json
 import re
 import subprocess
 from collections.abc import Mapping
-from dataclasses import dataclass
-from functools import cache
 from pathlib import Path
 from typing import Any
 
-from tasks import fsops, versions
+from tasks import flagtable, versions
 from tasks.errors import UserError
+from tasks.flagtable import FlagSpec, FlagTable
+
+__all__ = ["FlagSpec", "FlagTable"]
 
 # TensorRT of the pinned image (docker/versions.env), major.minor: the static table's key.
 PINNED_VERSION = versions.tensorrt_minor()
-_TABLES = Path(__file__).parent / "flagtables"
 _CACHE = Path("build/.cache/trtexec-help.json")
 _BANNER = re.compile(r"\[TensorRT v(\d+)\]")
 _HELP_FLAG = re.compile(r"^\s*(--[A-Za-z][A-Za-z0-9]*)(=|,|\s|$)")
 _ALIAS = re.compile(r",\s*(--[A-Za-z][A-Za-z0-9]*)")
+_MIN_HELP_FLAGS = 10
 
 # Flags the engine stage derives from other engine keys; setting them in engine.flags
 # would silently fight those keys.
@@ -43,27 +43,11 @@ RESERVED = {
     "int8": "use engine.precision",
     "memPoolSize": "use engine.workspace_mb",
 }
+TOOL = flagtable.Tool("trtexec", "TensorRT", "=", RESERVED, "remove it from engine.flags")
 
 
-@dataclass(frozen=True)
-class FlagTable:
-    """Known and removed flags of one trtexec version."""
-
-    version: str
-    flags: Mapping[str, str]
-    removed: Mapping[str, str]
-    source: str
-
-
-@cache
 def static_table(version: str = PINNED_VERSION) -> FlagTable:
-    path = _TABLES / f"trtexec-{version}.json"
-    if not path.is_file():
-        known = sorted(p.stem.removeprefix("trtexec-") for p in _TABLES.glob("trtexec-*.json"))
-        msg = f"no trtexec flag table for TensorRT {version} (tables: {', '.join(known)})"
-        raise UserError("trtexec", msg)
-    data = json.loads(path.read_text(encoding="utf-8"))
-    return FlagTable(data["version"], data["flags"], data["removed"], f"table {path.name}")
+    return flagtable.load_table(TOOL.name, TOOL.product, version)
 
 
 def version_from_banner(text: str) -> str | None:
@@ -76,7 +60,7 @@ def version_from_banner(text: str) -> str | None:
 
 
 def parse_help(text: str) -> dict[str, str]:
-    """Flag names listed in ``trtexec --help``.
+    """Flag names listed in ``trtexec --help``, with their kind.
 
     The help text does not say reliably whether a flag takes a value (some value
     flags are listed without ``=``), so the kind comes from the static table when
@@ -86,10 +70,10 @@ def parse_help(text: str) -> dict[str, str]:
     flags: dict[str, str] = {}
     for line in text.splitlines():
         match = _HELP_FLAG.match(line)
-        if match is None:
+        if match is None or match.group(1) == "--help":
             continue
         main = match.group(1).removeprefix("--")
-        kind = known.get(main, "value" if match.group(2) == "=" else "any")
+        kind = known[main].kind if main in known else "value" if match.group(2) == "=" else "any"
         for alias in [main, *(a.removeprefix("--") for a in _ALIAS.findall(line.strip().split("  ")[0]))]:
             flags.setdefault(alias, kind)
     return flags
@@ -97,18 +81,16 @@ def parse_help(text: str) -> dict[str, str]:
 
 def installed_table(binary: Path) -> FlagTable:
     """The flag table of the installed binary, from its --help (cached per binary)."""
-    st = binary.stat()
-    key = f"{binary}|{st.st_size}|{st.st_mtime_ns}"
-    cached = fsops.read_json(_CACHE)
-    entry: dict[str, Any] | None = cached.get(key) if isinstance(cached, dict) else None
-    if entry is None:
-        entry = _read_help(binary)
-        fsops.write_json_atomic(_CACHE, {key: entry})
+    entry = flagtable.help_entry(binary, _CACHE, _read_help)
     version = str(entry["version"] or "unknown")
-    flags: dict[str, str] = entry["flags"]
-    if len(flags) < 10:  # noqa: PLR2004 - an unparsable help; fall back to the table
+    helped: dict[str, str] = entry["flags"]
+    if len(helped) < _MIN_HELP_FLAGS:  # an unparsable help; fall back to the table
         return static_table(".".join(version.split(".")[:2]))
-    return FlagTable(version, flags, static_table().removed, f"{binary} --help")
+    static = static_table()
+    flags = {name: FlagSpec(kind) for name, kind in helped.items()}
+    # Flags the parser still takes but the help no longer prints (deprecated ones) stay known.
+    flags |= {name: static.flags[name] for name in static.rules.unlisted if name not in flags}
+    return flagtable.make_table(version, flags, f"{binary} --help", static.rules.without(set(helped)), header=static.header)
 
 
 def _read_help(binary: Path) -> dict[str, Any]:
@@ -123,37 +105,28 @@ def _read_help(binary: Path) -> dict[str, Any]:
 
 def check_flag(name: str, table: FlagTable) -> str | None:
     """Why ``name`` cannot be used with this trtexec, or None."""
-    if name in RESERVED:
-        return f"set by the engine stage ({RESERVED[name]}); remove it from engine.flags"
-    if name in table.removed:
-        return f"{table.removed[name]} (trtexec of TensorRT {table.version}, {table.source})"
-    if name not in table.flags:
-        return f"not a trtexec flag in TensorRT {table.version} ({table.source}); use engine.extra_args to pass it unchecked"
-    return None
+    return flagtable.check_flag(name, table, TOOL)
 
 
 def check_value(name: str, value: object, table: FlagTable) -> str | None:
     """Why ``name: value`` cannot be passed to this trtexec, or None."""
-    problem = check_flag(name, table)
-    if problem:
-        return problem
-    kind = table.flags[name]
-    if kind == "switch" and not isinstance(value, bool):
-        return f"is a switch: expected true or false, got {value!r}"
-    if kind == "value" and isinstance(value, bool):
-        return f"takes a value (--{name}=<value>), got {value!r}"
-    return None
+    return flagtable.check_value(name, value, table, TOOL)
+
+
+def check_flags(flags: Mapping[str, object], table: FlagTable) -> tuple[str, str] | None:
+    """The first bad flag of ``engine.flags`` (its name, the problem), each alone and together."""
+    for name, value in flags.items():
+        problem = check_value(str(name), value, table)
+        if problem:
+            return str(name), problem
+    return flagtable.check_requires(flags, table, TOOL)
+
+
+def precision_note(precision: str, table: FlagTable) -> str | None:
+    """The deprecation the engine stage's own precision flag earns in this TensorRT, or None."""
+    return flagtable.deprecation(precision, table, TOOL)
 
 
 def flag_args(flags: Mapping[str, object], table: FlagTable) -> list[str]:
     """``{name: value}`` -> argv items; a switch takes ``true`` (``false`` drops it)."""
-    argv: list[str] = []
-    for name, value in flags.items():
-        problem = check_value(name, value, table)
-        if problem:
-            raise UserError(f"engine.flags.{name}", problem)
-        if isinstance(value, bool):
-            argv += [f"--{name}"] if value else []
-        else:
-            argv.append(f"--{name}={value}")
-    return argv
+    return flagtable.flag_args(flags, table, TOOL)

@@ -1,4 +1,4 @@
-"""trtllm-build: its flag tables, what the installed tool says about itself, and the T5 argv we pass.
+"""trtllm-build: what is particular to it (help parsing, argv, settings); the flag tables and their checks are ``tasks.flagtable``.
 
 Flags are checked before any GPU time is spent.  A CPU-only machine (CI) checks
 against the static table of the pinned TensorRT-LLM version; where trtllm-build is
@@ -12,25 +12,25 @@ plugin "features" take the strings ``enable``/``disable``, not store_true switch
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import subprocess
 from collections.abc import Iterator, Mapping
-from dataclasses import asdict, dataclass, field, replace
-from functools import cache
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-from tasks import fsops, toolchain, versions
+from tasks import flagtable, toolchain, versions
 from tasks.errors import UserError
+from tasks.flagtable import FlagSpec, FlagTable
+
+__all__ = ["FlagSpec", "FlagTable"]
 
 log = logging.getLogger(__name__)
 
 # TensorRT-LLM of the pinned image (docker/versions.env); 1.2.x is the last line with trtllm-build.
 PINNED_VERSION = versions.trtllm()
 COMPONENTS = ("encoder", "decoder")
-_TABLES = Path(__file__).parent / "flagtables"
 _CACHE = Path("build/.cache/trtllm-build-help.json")
 _NOT_INSTALLED = "not installed"
 # Importing tensorrt_llm (which trtllm-build does first) logs "[TensorRT-LLM] TensorRT LLM version: 1.2.1";
@@ -61,6 +61,7 @@ RESERVED = {
 }
 # Flags that would leave the stage without engines to publish.
 REFUSED = {"dry_run": "it builds no engine, and the engine stage must publish one; run trtllm-build --dry_run by hand"}
+TOOL = flagtable.Tool("trtllm-build", "TensorRT-LLM", " ", RESERVED, "remove it from the flags", REFUSED)
 
 # Why T5 needs a setting (TensorRT-LLM enc_dec README and Triton's encoder_decoder guide).
 _WHY_FMHA = "TensorRT-LLM's fused multi-head attention does not implement T5's relative attention bias"
@@ -72,55 +73,8 @@ _WHY_KV = {
 }
 
 
-@dataclass(frozen=True)
-class FlagSpec:
-    """What one flag accepts: ``value`` (int/str), ``choice`` (one of choices) or ``switch`` (store_true)."""
-
-    kind: str
-    value_type: str = "str"
-    choices: tuple[str, ...] = ()
-    nargs: str | None = None
-    aliases: tuple[str, ...] = ()
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> FlagSpec:
-        return cls(
-            kind=data["kind"],
-            value_type=data.get("type", data.get("value_type", "str")),
-            choices=tuple(data.get("choices", ())),
-            nargs=data.get("nargs"),
-            aliases=tuple(data.get("aliases", ())),
-        )
-
-
-@dataclass(frozen=True)
-class FlagTable:
-    """Known and removed flags of one trtllm-build version."""
-
-    version: str
-    flags: Mapping[str, FlagSpec]
-    removed: Mapping[str, str]
-    source: str
-    aliases: Mapping[str, str] = field(default_factory=dict)
-
-    def canonical(self, name: str) -> str:
-        return self.aliases.get(name, name)
-
-
-def _table(version: str, flags: Mapping[str, FlagSpec], removed: Mapping[str, str], source: str) -> FlagTable:
-    aliases = {alias: name for name, spec in flags.items() for alias in spec.aliases}
-    return FlagTable(version, dict(flags), dict(removed), source, aliases)
-
-
-@cache
 def static_table(version: str = PINNED_VERSION) -> FlagTable:
-    path = _TABLES / f"trtllm-build-{version}.json"
-    if not path.is_file():
-        known = sorted(p.stem.removeprefix("trtllm-build-") for p in _TABLES.glob("trtllm-build-*.json"))
-        raise UserError("trtllm-build", f"no trtllm-build flag table for TensorRT-LLM {version} (tables: {', '.join(known)})")
-    data = json.loads(path.read_text(encoding="utf-8"))
-    flags = {name: FlagSpec.from_json(spec) for name, spec in data["flags"].items()}
-    return _table(data["version"], flags, data["removed"], f"table {path.name}")
+    return flagtable.load_table(TOOL.name, TOOL.product, version)
 
 
 # ---- the installed tool -------------------------------------------------------------------
@@ -197,14 +151,7 @@ def _read_help(binary: Path) -> dict[str, Any]:
 
 def _help_entry(binary: Path) -> dict[str, Any]:
     """The parsed ``--help`` of ``binary``; run once per binary path, size and mtime."""
-    st = binary.stat()
-    key = f"{binary}|{st.st_size}|{st.st_mtime_ns}"
-    cached = fsops.read_json(_CACHE)
-    entry: dict[str, Any] | None = cached.get(key) if isinstance(cached, dict) else None
-    if entry is None:
-        entry = _read_help(binary)
-        fsops.write_json_atomic(_CACHE, {key: entry})
-    return entry
+    return flagtable.help_entry(binary, _CACHE, _read_help)
 
 
 def _package_version(*dists: str) -> str | None:
@@ -237,8 +184,7 @@ def installed_table(binary: Path) -> FlagTable:
     flags = {name: _merge(spec, static.flags.get(name)) for name, spec in helped.items()}
     listed = set(flags) | {alias for spec in flags.values() for alias in spec.aliases}
     # A flag the installed version still lists is not removed there, whatever the pinned table says.
-    removed = {name: why for name, why in static.removed.items() if name not in listed}
-    return _table(version, flags, removed, f"{binary} --help")
+    return flagtable.make_table(version, flags, f"{binary} --help", static.rules.without(listed), header=static.header)
 
 
 def trt_fingerprint() -> dict[str, str]:
@@ -257,57 +203,21 @@ def trt_fingerprint() -> dict[str, str]:
 
 def check_flag(name: str, table: FlagTable) -> str | None:
     """Why ``name`` cannot be used with this trtllm-build, or None."""
-    canonical = table.canonical(name)
-    if canonical in RESERVED:
-        return f"set by the engine stage ({RESERVED[canonical]}); remove it from the flags"
-    if canonical in REFUSED:
-        return f"not allowed here: {REFUSED[canonical]}"
-    if canonical in table.removed:
-        return f"{table.removed[canonical]} (trtllm-build of TensorRT-LLM {table.version}, {table.source})"
-    if canonical not in table.flags:
-        return f"not a trtllm-build flag in TensorRT-LLM {table.version} ({table.source}); use engine.extra_args to pass it unchecked"
-    return None
-
-
-def _check_kind(name: str, value: object, spec: FlagSpec) -> str | None:
-    if spec.kind == "switch":
-        return None if isinstance(value, bool) else f"is a switch: expected true or false, got {value!r}"
-    if isinstance(value, bool):
-        return f"takes a value (--{name} <value>), got {value!r}"
-    items = str(value).split() if spec.nargs else [value]
-    if spec.kind == "choice":
-        wrong = [item for item in items if str(item) not in spec.choices]
-        return f"expected one of {', '.join(spec.choices)}, got {value!r}" if wrong else None
-    if spec.value_type == "int" and not all(isinstance(item, int) or str(item).isdigit() for item in items):
-        return f"takes an integer (--{name} <int>), got {value!r}"
-    return None
+    return flagtable.check_flag(name, table, TOOL)
 
 
 def check_value(name: str, value: object, table: FlagTable) -> str | None:
     """Why ``name: value`` cannot be passed to this trtllm-build, or None."""
-    problem = check_flag(name, table)
-    if problem:
-        return problem
-    return _check_kind(name, value, table.flags[table.canonical(name)])
+    return flagtable.check_value(name, value, table, TOOL)
 
 
 def _render(name: str, value: object, spec: FlagSpec) -> list[str]:
-    """The argv items of one checked flag; a switch takes ``true`` (``false`` drops it)."""
-    if isinstance(value, bool):
-        return [f"--{name}"] if value else []
-    return [f"--{name}", *(str(value).split() if spec.nargs else [str(value)])]
+    return flagtable.render(name, value, spec, TOOL.separator)
 
 
 def flag_args(flags: Mapping[str, object], table: FlagTable, key: str = "engine.flags") -> list[str]:
     """``{name: value}`` -> argv items, every flag checked; errors name ``<key>.<flag>``."""
-    argv: list[str] = []
-    for name, value in flags.items():
-        problem = check_value(name, value, table)
-        if problem:
-            raise UserError(f"{key}.{name}", problem)
-        canonical = table.canonical(name)
-        argv += _render(canonical, value, table.flags[canonical])
-    return argv
+    return flagtable.flag_args(flags, table, TOOL, key)
 
 
 # ---- T5 -----------------------------------------------------------------------------------

@@ -148,6 +148,21 @@ CASES = [
     ("export:\n  opset: 18", "export:\n  opset: 18\nservers: 2", f"{F}: servers: unknown key (known: name, kind, family"),
     ("name: tiny", "name: tiny\nname: tiny", f"{F}: line 2: not valid YAML: duplicate key 'name'"),
     ("engine:\n  max_batch_size: 8", "engine:\n  max_batch_size: [8", f"{F}: line "),
+    (
+        "  max_seq_len: 32\n",
+        "  max_seq_len: 32\n  flags: {weightStreaming: true}\n",
+        f"{F}: engine.flags.weightStreaming: not a trtexec flag in TensorRT 10.14 (table trtexec-10.14.json); the flag is allowWeightStreaming",
+    ),
+    (
+        "  max_seq_len: 32\n",
+        "  max_seq_len: 32\n  flags: {optProfileIndex: 0}\n",
+        f"{F}: engine.flags.optProfileIndex: not a trtexec flag in TensorRT 10.14 (table trtexec-10.14.json); the flag is useProfile",
+    ),
+    (
+        "  max_seq_len: 32\n",
+        "  max_seq_len: 32\n  flags: {allowWeightStreaming: true}\n",
+        f"{F}: engine.flags.allowWeightStreaming: needs stronglyTyped: true in the same flags",
+    ),
 ]
 
 
@@ -174,6 +189,16 @@ def test_bad_model_file_is_one_line_and_exit_3(project: Path, old: str, new: str
     assert "Traceback" not in result.stderr
     assert (project / "repos/tiny/tiny/config.pbtxt").read_text() == "kept\n"
     assert not (project / "build/tiny").exists()
+
+
+def test_trtexec_10_14_flags_load(project: Path) -> None:
+    """Flags of the 10.14 parser load, a deprecated one included; streaming needs strong typing and has it here."""
+    flags = "{useProfile: 0, plugins: libx.so, allowWeightStreaming: true, stronglyTyped: true, weightStreamingBudget: 50%}"
+    path = project / F
+    path.write_text(path.read_text().replace("  max_seq_len: 32\n", f"  max_seq_len: 32\n  flags: {flags}\n", 1))
+    result = run_doit(project, "list", "target=cpu")
+    assert result.rc == 0, result.stderr
+    assert "ERROR" not in result.stderr
 
 
 def test_bad_target_and_log_level(project: Path) -> None:
@@ -229,6 +254,11 @@ LLM_CASES = [
         "max_output_len: 16\n",
         "max_output_len: 16\n  decoder_flags: {fooBar: 1}\n",
         f"{T5}: engine.decoder_flags.fooBar: not a trtllm-build flag in TensorRT-LLM 1.2.1",
+    ),
+    (
+        "max_output_len: 16\n",
+        "max_output_len: 16\n  flags: {streamingllm: enable}\n",
+        f"{T5}: engine.flags.streamingllm: streamingllm enable is refused: trtllm-build of TensorRT-LLM 1.x still lists the flag",
     ),
     (
         "triton:\n  max_batch_size: 8",
