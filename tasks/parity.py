@@ -38,8 +38,8 @@ def _tensor_problems(model: str, direction: str, declared: Any, row: Mapping[str
     from tritonclient.grpc import model_config_pb2  # noqa: PLC0415 - see config.parse
 
     where = f"{model} {direction[:-1]} {declared.name}"
-    ours = {"data_type": model_config_pb2.DataType.Name(declared.data_type), "dims": list(declared.dims)}
-    theirs = {"data_type": _data_type(row), "dims": list(row["dims"])}
+    ours: dict[str, object] = {"data_type": model_config_pb2.DataType.Name(declared.data_type), "dims": list(declared.dims)}
+    theirs: dict[str, object] = {"data_type": _data_type(row), "dims": list(row["dims"])}
     if direction == "inputs":
         ours["optional"], theirs["optional"] = bool(declared.optional), bool(row["optional"])
     return [f"{where}: {key} is {ours[key]}, the table says {theirs[key]}" for key in ours if ours[key] != theirs[key]]
@@ -48,7 +48,9 @@ def _tensor_problems(model: str, direction: str, declared: Any, row: Mapping[str
 def parameter_problems(model: str, config: Any, spec: Mapping[str, Any]) -> list[str]:  # noqa: ANN401
     declared = {key: value.string_value for key, value in config.parameters.items()}
     keys = spec["parameters"]
-    problems = [f"{model}: parameters has no {key!r} (read with no guard: {why})" for key, why in keys["required"].items() if key not in declared]
+    problems = [
+        f"{model}: parameters has no {key!r} (read with no guard: {why})" for key, why in keys["required"].items() if key not in declared
+    ]
     if keys["section_required"] and not declared:
         problems.append(f"{model}: no parameters section (the model indexes it directly)")
     for key, allowed in keys.get("allowed_values", {}).items():
@@ -73,7 +75,9 @@ def tensor_problems(model: str, config: Any, spec: Mapping[str, Any], not_offere
         for name in rows.keys() - declared.keys():
             if not str(left_out.get(name, "")).strip():
                 problems.append(f"{model} {direction[:-1]} {name}: in the table, not declared, and no not-offered reason")
-        problems += [f"{model} {direction[:-1]} {name}: listed as not offered but not in the table" for name in left_out.keys() - rows.keys()]
+        problems += [
+            f"{model} {direction[:-1]} {name}: listed as not offered but not in the table" for name in left_out.keys() - rows.keys()
+        ]
     return problems
 
 
