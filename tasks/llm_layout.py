@@ -98,6 +98,19 @@ def _optional_parameter(key: str, value: object) -> str:
     return f'parameters {{ key: "{key}" value: {{ string_value: "{value}" }} }}'
 
 
+def _tokenizer_dirs(repo_dir: Path | None) -> dict[str, object]:
+    """``tokenizer_dir`` of tensorrt_llm (preprocessing's tokenizer) and of pre/postprocessing (their own).
+
+    Only trt fills them (with absolute paths, which promote rewrites like the engine paths): the project's
+    python models find ``1/tokenizer`` themselves, and cpu configs stay free of where the checkout lies.
+    """
+    values: dict[str, object] = {"tokenizer_dir": "" if repo_dir is None else str(repo_dir / "preprocessing" / TOKENIZER_DIR)}
+    for model in ("preprocessing", "postprocessing"):
+        folder = None if repo_dir is None else repo_dir / model / TOKENIZER_DIR
+        values[f"{model}_tokenizer_dir_parameter"] = _optional_parameter("tokenizer_dir", folder)
+    return values
+
+
 def template_values(  # noqa: PLR0917 - the config stage's call, one argument per input it has
     name: str,
     triton: Mapping[str, Any],
@@ -131,6 +144,7 @@ def template_values(  # noqa: PLR0917 - the config stage's call, one argument pe
     )
     no_decoder = "# decoder-only: no decoder prompt"
     return {
+        **_tokenizer_dirs(repo_dir if target == "trt" else None),
         "name": name,
         "max_batch_size": triton["max_batch_size"],
         "instance_count": triton["instance_count"],

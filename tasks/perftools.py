@@ -238,7 +238,7 @@ def genai_perf_argv(
         argv.append("--streaming")
     if ignore_eos:
         # TRT-LLM stops at the end token unless asked for at least this many tokens.
-        argv += ["--extra-inputs", f"min_length:{output_tokens}"]
+        argv += ["--extra-inputs", f"min_tokens:{output_tokens}"]
     return argv
 
 

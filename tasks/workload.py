@@ -116,5 +116,5 @@ def llm_inputs(prompt: Prompt, bench: Mapping[str, Any], *, streaming: bool) -> 
         inputs["stream"] = np.array([[True]], dtype=np.bool_)
     if bench["ignore_eos"]:
         # What genai-perf's ignore_eos asks of TRT-LLM: no end before output_tokens.
-        inputs["min_length"] = np.array([[bench["output_tokens"]]], dtype=np.int32)
+        inputs["min_tokens"] = np.array([[bench["output_tokens"]]], dtype=np.int32)
     return inputs

@@ -295,6 +295,34 @@ def test_exclude_input_in_output_false_keeps_the_decoder_start_token(flan: Refer
     assert tokens_of(result) == [[0, *flan.beams(prompt, 1)[0]]]  # pad id 0 is T5's decoder start
 
 
+def test_token_counts_come_when_asked_and_min_tokens_reaches_tensorrt_llm(
+    flan: Reference, client: grpcclient.InferenceServerClient
+) -> None:
+    prompt = PROMPTS[1]
+    ids, greedy = flan.ids(prompt), flan.beams(prompt, 1)[0]
+    assert client.infer("tensorrt_llm", token_inputs(ids)).as_numpy("num_input_tokens") is None
+    flags = {"return_num_input_tokens": (True, np.bool_), "return_num_output_tokens": (True, np.bool_)}
+    counted = client.infer("tensorrt_llm", token_inputs(ids, **flags))
+    assert (counted.as_numpy("num_input_tokens").tolist(), counted.as_numpy("num_output_tokens").tolist()) == (
+        [[len(ids)]],
+        [[len(greedy)]],
+    )
+    for model in ("ensemble", "tensorrt_llm_bls"):
+        result = client.infer(model, text_inputs(prompt, **flags))
+        assert text_of(result) == flan.text(prompt)
+        assert (result.as_numpy("num_input_tokens").tolist(), result.as_numpy("num_output_tokens").tolist()) == (
+            [[len(ids)]],
+            [[len(greedy)]],
+        )
+    # An answer that ends early is held to min_tokens (the pinned name; min_length is refused as unknown).
+    short = next(p for p in PROMPTS if len(flan.beams(p, 1)[0]) < MAX_TOKENS)
+    for model in ("ensemble", "tensorrt_llm_bls"):
+        result = client.infer(model, text_inputs(short, min_tokens=(MAX_TOKENS, np.int32), **flags))
+        assert result.as_numpy("num_output_tokens").tolist() == [[MAX_TOKENS]]
+        with pytest.raises(InferenceServerException, match="min_length"):
+            client.infer(model, text_inputs(short, min_length=(MAX_TOKENS, np.int32)))
+
+
 def test_stop_and_bad_words_in_tensorrt_llm_layout(flan: Reference, client: grpcclient.InferenceServerClient) -> None:
     prompt = PROMPTS[0]
     ids, greedy = flan.ids(prompt), flan.beams(prompt, 1)[0]

@@ -288,7 +288,7 @@ def test_genai_perf_argv_synthetic_and_from_file(tmp_path: Path) -> None:
     assert "--service-kind" not in argv
     assert flag(argv, "--synthetic-input-tokens-mean") == "32"
     assert flag(argv, "--num-dataset-entries") == "10"
-    assert flag(argv, "--extra-inputs") == "min_length:64"
+    assert flag(argv, "--extra-inputs") == "min_tokens:64"
     assert flag(argv, "--profile-export-file") == "profile_export.json"
     assert Path(flag(argv, "--artifact-dir")).is_relative_to(run.work_dir.absolute())
     assert "--streaming" in argv

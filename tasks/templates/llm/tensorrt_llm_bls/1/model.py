@@ -45,15 +45,19 @@ GENERATION_INPUTS = {
     "temperature": "temperature",
     "length_penalty": "len_penalty",
     "repetition_penalty": "repetition_penalty",
-    "min_length": "min_tokens",
+    "min_tokens": "min_tokens",
     "presence_penalty": "presence_penalty",
     "frequency_penalty": "frequency_penalty",
-    "random_seed": "seed",
+    "seed": "seed",
     "return_log_probs": "return_log_probs",
+    "return_num_input_tokens": "return_num_input_tokens",
+    "return_num_output_tokens": "return_num_output_tokens",
     "exclude_input_in_output": "exclude_input_in_output",
     "stream": "streaming",
 }
-TRTLLM_OUTPUTS = ("output_ids", "sequence_length", "cum_log_probs", "output_log_probs")
+TRTLLM_OUTPUTS = ("output_ids", "sequence_length", "cum_log_probs", "output_log_probs", "num_input_tokens", "num_output_tokens")
+# tensorrt_llm outputs passed on as they are (the counts only when the request asked for them).
+PASSED_ON = ("cum_log_probs", "output_log_probs", "num_input_tokens", "num_output_tokens")
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
 
 
@@ -83,7 +87,7 @@ def _text(array: np.ndarray) -> list[str]:
 
 def _reply(text: np.ndarray, generated: dict[str, np.ndarray]) -> Any:  # noqa: ANN401
     tensors = [pb_utils.Tensor("text_output", text)]
-    tensors += [pb_utils.Tensor(name, generated[name]) for name in ("cum_log_probs", "output_log_probs") if name in generated]
+    tensors += [pb_utils.Tensor(name, generated[name]) for name in PASSED_ON if name in generated]
     return pb_utils.InferenceResponse(output_tensors=tensors)
 
 

@@ -7,7 +7,8 @@ the checkpoint's config says) and answers with the backend's tensors: ``output_i
 What it reproduces: greedy and beam search, ``request_output_len``, ``end_id`` (the end token is not part
 of the output), ``pad_id`` (padding, and the decoder's start token when no ``decoder_input_ids`` come),
 ``exclude_input_in_output``, bad and stop words, min tokens, length and repetition penalties, log probs,
-and streaming in decoupled mode.  Anything it cannot reproduce (sampling, presence/frequency penalties,
+token counts (``num_input_tokens`` / ``num_output_tokens``) and streaming in decoupled mode.  ``seed``
+is accepted and has no effect: nothing is sampled.  Anything it cannot reproduce (sampling, presence/frequency penalties,
 diversity rate) is a per-request error: a silently different answer would make CPU tests meaningless.
 Requests are independent: a bad one gets its error and the others in the batch are still served.
 """
@@ -51,6 +52,8 @@ SCALAR_DEFAULTS: dict[str, Any] = {
     "early_stopping": False,
     "repetition_penalty": 1.0,
     "return_log_probs": False,
+    "return_num_input_tokens": False,
+    "return_num_output_tokens": False,
     "streaming": False,
 }
 
@@ -91,6 +94,7 @@ class Row:
     prompt: tuple[int, ...]
     settings: Settings
     exclude_input: bool
+    counts: tuple[bool, bool] = (False, False)  # send num_input_tokens, num_output_tokens
 
 
 @dataclass
@@ -253,8 +257,24 @@ def _generated_length(tokens: list[int], settings: Settings) -> int:
 # ----------------------------------------------------------------------------- responses
 
 
-def _response(beams: list[list[Beam]], pad_ids: list[int]) -> Any:  # noqa: ANN401 - a pb_utils.InferenceResponse
+def _counts(beams: list[list[Beam]], rows: list[Row]) -> list[Any]:
+    """num_input_tokens / num_output_tokens when asked for, counted as the GPU backend counts them.
+
+    That is the prompt tokens, and every token of every beam that output_ids holds (the prompt too, unless excluded).
+    """
+    report_input, report_output = rows[0].counts
+    tensors = []
+    if report_input:
+        tensors.append(pb_utils.Tensor("num_input_tokens", np.array([[len(row.prompt)] for row in rows], dtype=np.int32)))
+    if report_output:
+        totals = [[sum(len(beam.tokens) for beam in row)] for row in beams]
+        tensors.append(pb_utils.Tensor("num_output_tokens", np.array(totals, dtype=np.int32)))
+    return tensors
+
+
+def _response(beams: list[list[Beam]], requested: list[Row]) -> Any:  # noqa: ANN401 - a pb_utils.InferenceResponse
     """Pack rows of beams into the backend's output tensors, padding with each row's pad id."""
+    pad_ids = [row.settings.pad_id for row in requested]
     rows, width = len(beams), len(beams[0])
     longest = max((len(b.tokens) for row in beams for b in row), default=0)
     generated = max((len(b.log_probs) for row in beams for b in row), default=0)
@@ -270,7 +290,8 @@ def _response(beams: list[list[Beam]], pad_ids: list[int]) -> Any:  # noqa: ANN4
             log_probs[r, k, : len(beam.log_probs)] = beam.log_probs
             cum[r, k] = sum(beam.log_probs)
     arrays = (output_ids, lengths, cum, log_probs)
-    return pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor(n, a) for n, a in zip(OUTPUTS, arrays, strict=True)])
+    tensors = [pb_utils.Tensor(n, a) for n, a in zip(OUTPUTS, arrays, strict=True)]
+    return pb_utils.InferenceResponse(output_tensors=tensors + _counts(beams, requested))
 
 
 def _error(message: str) -> Any:  # noqa: ANN401 - a pb_utils.InferenceResponse
@@ -383,10 +404,12 @@ class TritonPythonModel:
             raise RequestError("streaming needs the decoupled transaction policy (triton.decoupled: true)")
         words = zip(_word_lists(fields, "bad_words_list"), _word_lists(fields, "stop_words_list"), strict=True)
         decoders = self._decoder_prompts(fields, columns["pad_id"])
+        # One answer per request: its counts are sent for every row when any row asks.
+        counts = (any(columns["return_num_input_tokens"]), any(columns["return_num_output_tokens"]))
         rows = []
         for r, (prompt, decoder, row_words) in enumerate(zip(self._prompts(fields, ids), decoders, words, strict=True)):
             values = {name: column[r] for name, column in columns.items()}
-            rows.append(Row(prompt, self._settings(values, decoder, row_words), bool(values["exclude_input_in_output"])))
+            rows.append(Row(prompt, self._settings(values, decoder, row_words), bool(values["exclude_input_in_output"]), counts))
         if streaming and (len(rows) != 1 or rows[0].settings.beam_width != 1):
             raise RequestError("streaming on the CPU stand-in takes one sequence per request and beam_width 1")
         return rows, streaming
@@ -456,7 +479,7 @@ class TritonPythonModel:
         sender = request.get_response_sender()
 
         def send(tokens: list[int], log_probs: list[float], *, final: bool) -> None:
-            response = _response([[Beam(tokens, log_probs)]], [row.settings.pad_id])
+            response = _response([[Beam(tokens, log_probs)]], [row])
             sender.send(response, flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL if final else 0)
 
         recorder = LogProbRecorder() if row.settings.return_log_probs else None
@@ -509,7 +532,7 @@ class TritonPythonModel:
                 beams[i, r] = row_beams
         for i, rows in parsed.items():
             if results[i] is None:
-                results[i] = _response([beams[i, r] for r in range(len(rows))], [row.settings.pad_id for row in rows])
+                results[i] = _response([beams[i, r] for r in range(len(rows))], rows)
 
     def _run_stream(self, request: Any, row: Row) -> None:  # noqa: ANN401
         try:
