@@ -110,7 +110,7 @@ def cosine(a: Sequence[float], b: Sequence[float]) -> float:
     return sum(x * y for x, y in zip(a, b, strict=True)) / norm if norm else -1.0
 
 
-def compare(model: Model, cpu: list[Answer], trt: list[Answer]) -> tuple[list[dict[str, Any]], list[str]]:
+def compare(model: Model, cpu: Sequence[Answer], trt: Sequence[Answer]) -> tuple[list[dict[str, Any]], list[str]]:
     """Per request ``{request, cpu, trt, ok[, cosine]}`` and one line per mismatch."""
     items, problems = [], []
     for request, want, got in zip(requests(model), cpu, trt, strict=True):

@@ -18,24 +18,26 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the checkout whose tasks package converts
 
-from safetensors.numpy import load_file, save_file  # noqa: E402
+from safetensors.numpy import load_file, save_file
 
-from tasks.converters import Settings, converter  # noqa: E402
+from tasks.converters import Settings, converter
 
 
-def options(argv):
-    values, name = {}, None
+def options(argv: list[str]) -> dict[str, str]:
+    """``--name value`` and ``--name-with-hyphens value`` pairs; a switch gets an empty value."""
+    values: dict[str, str] = {}
+    name = None
     for item in argv:
         if item.startswith("--"):
             name = item[2:].replace("-", "_")
-            values[name] = True
+            values[name] = ""
         elif name is not None:
             values[name] = item
     return values
 
 
 if os.environ.get("FAKE_CONVERT_LOG"):
-    with open(os.environ["FAKE_CONVERT_LOG"], "a") as log:
+    with Path(os.environ["FAKE_CONVERT_LOG"]).open("a") as log:
         log.write(json.dumps([str(Path(sys.argv[0]).parent.name), *sys.argv[1:]]) + "\n")
 args = options(sys.argv[1:])
 source = Path(args["model_dir"])
@@ -48,9 +50,9 @@ else:
     family = json.loads((source / "config.json").read_text())["model_type"]
 converter(family, "fake convert_checkpoint.py")(source, out, Settings(args["dtype"], 1, 1), "fake convert_checkpoint.py")
 if os.environ.get("FAKE_CONVERT_PERTURB") == family:
-    rank = sorted(out.rglob("rank0.safetensors"))[0]
+    rank = min(out.rglob("rank0.safetensors"))
     tensors = load_file(rank)
-    first = sorted(tensors)[0]
+    first = min(tensors)
     tensors[first] = tensors[first] + 0.01
     save_file(tensors, rank)
 print(f"[TensorRT-LLM] fake convert_checkpoint.py: {family} -> {out}")
