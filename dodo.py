@@ -8,6 +8,7 @@ doit bench:minilm            benchmark it -> results/minilm/
 doit build:vlm               an ensemble of other models' artifacts (+ index:vlm when it has a corpus)
 doit compare:flan-t5         a swept model's variants side by side -> results/flan-t5/summary.csv
 doit promote:flan-t5@max_batch_size-8   serve that variant as repos/flan-t5
+doit conformance target=trt  (GPU image) tiny models on trt vs cpu -> results/conformance/report.md
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 from doit import get_var
 
 from tasks import graph, hashing, lock, logs, promote, serve, toolchain
+from tasks.conformance import kit as conformance
 from tasks.reporter import Reporter
 
 logs.configure(get_var("log", "info"))
@@ -104,3 +106,8 @@ def task_serve() -> Iterator[dict[str, Any]]:
 def task_promote() -> Iterator[dict[str, Any]]:
     """Serve one variant of a sweep as repos/<m>: doit promote:<m>@<values> (explicit; never part of build)."""
     yield from promote.promote_tasks(GRAPH)
+
+
+def task_conformance() -> dict[str, Any]:
+    """Tiny T5/GPT-2/Llama/Gemma/BERT/CLIP built on trt and cpu, answers and converters compared -> results/conformance/."""
+    return conformance.task(TARGET.name, get_var("models", "all"), get_var("trtllm_examples", None))

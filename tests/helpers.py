@@ -1,4 +1,7 @@
-"""Shared test helpers: temporary project copies, doit runs as real processes, tiny models."""
+"""Shared test helpers: temporary project copies, doit runs as real processes, tiny models.
+
+The tiny checkpoints the conformance kit also builds live in ``tasks.conformance.fixtures``.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +13,8 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+
+from tasks.conformance.fixtures import SENTENCES, build_tiny_bert, build_tiny_clip_vision
 
 ROOT = Path(__file__).resolve().parent.parent
 FAKES = Path(__file__).resolve().parent / "fakes"
@@ -97,61 +102,6 @@ triton:
 """
 
 
-# Training text of the tiny tokenizers; also a small search corpus.
-SENTENCES = [
-    "a man is eating food",
-    "a man is eating a piece of bread",
-    "the girl is carrying a baby",
-    "a man is riding a horse",
-    "a woman is playing violin",
-    "two men pushed carts through the woods",
-    "a man is riding a white horse on an enclosed ground",
-    "a monkey is playing drums",
-    "someone in a gorilla costume is playing a set of drums",
-    "triton serves models on cpu and gpu",
-]
-
-
-def build_tiny_bert(folder: Path) -> Path:
-    """A random 2-layer BERT with a WordPiece tokenizer trained offline; saved as an HF folder."""
-    import torch
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
-    from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
-
-    corpus = SENTENCES
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tok.decoder = decoders.WordPiece()
-    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    tok.train_from_iterator(corpus * 4, trainers.WordPieceTrainer(vocab_size=300, special_tokens=specials))
-    tok.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]",
-        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
-        special_tokens=[("[CLS]", tok.token_to_id("[CLS]")), ("[SEP]", tok.token_to_id("[SEP]"))],
-    )
-    fast = PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
-        tokenizer_object=tok,
-        pad_token="[PAD]",
-        unk_token="[UNK]",
-        cls_token="[CLS]",
-        sep_token="[SEP]",
-        mask_token="[MASK]",
-    )
-    torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=tok.get_vocab_size(),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=64,
-    )
-    BertModel(config).eval().save_pretrained(folder)  # type: ignore[no-untyped-call]
-    fast.save_pretrained(folder)
-    return folder
-
-
 def communicate_or_kill(proc: subprocess.Popen[str], timeout: float) -> tuple[str, str]:
     """``proc.communicate`` that kills the process if it overruns, so a failing test leaves nothing running."""
     try:
@@ -174,22 +124,6 @@ engine:
 triton:
   max_batch_size: 8
 """
-
-
-def build_tiny_clip_vision(folder: Path) -> Path:
-    """A random 2-layer CLIP vision tower with projection (32x32 images) and its image processor config."""
-    import torch
-    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
-    from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
-
-    torch.manual_seed(0)
-    config = CLIPVisionConfig(
-        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, image_size=32, patch_size=8, projection_dim=24
-    )
-    CLIPVisionModelWithProjection(config).eval().save_pretrained(folder)  # type: ignore[no-untyped-call]
-    processor = CLIPImageProcessorPil(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
-    processor.save_pretrained(folder)
-    return folder
 
 
 CLIP_TEXT_YAML = """\
@@ -245,3 +179,6 @@ class Terminal(io.StringIO):
 
     def isatty(self) -> bool:
         return True
+
+
+__all__ = ["SENTENCES", "build_tiny_bert", "build_tiny_clip_vision"]

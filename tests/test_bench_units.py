@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from tasks import loadgen, metrics, results, serverstats, workload
+from tasks.conformance.fixtures import train_tokenizer
 from tasks.errors import UserError
 from tasks.serverstats import Counters
-from tests.t5_fixtures import train_tokenizer
 
 
 def test_latency_row_matches_perf_analyzer_definitions() -> None:

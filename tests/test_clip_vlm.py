@@ -17,6 +17,7 @@ import tritonclient.grpc as grpcclient
 from PIL import Image
 from tritonclient.utils import InferenceServerException
 
+from tasks.conformance.fixtures import generated_images
 from tasks.launcher import TritonServer
 from tests.helpers import CLIP_TEXT_YAML, CLIP_VISION_YAML, SENTENCES, TINY_YAML, copy_project, edit, run_doit
 
@@ -32,23 +33,6 @@ triton:
 TEXTS = ["a man is eating food", "a monkey is playing drums", "triton serves models on cpu and gpu"]
 CORPUS = SENTENCES[:6] + SENTENCES[7:8]  # 7 items; "a monkey is playing drums" is row 6
 INDEX = "index:\n  member: {role}\n  corpus: {corpus}\n  top_k: 3\n"
-
-
-def generated_images() -> list[bytes]:
-    """Three images of different sizes and formats: a gradient PNG, a noisy JPEG, a transparent PNG."""
-    rng = np.random.default_rng(7)
-    gradient = np.stack([*np.meshgrid(np.linspace(0, 255, 61), np.linspace(0, 255, 45)), np.full((45, 61), 90.0)], -1)
-    pictures = [
-        (Image.fromarray(gradient.astype(np.uint8)), "PNG"),
-        (Image.fromarray(rng.integers(0, 256, (48, 40, 3), dtype=np.uint8)), "JPEG"),
-        (Image.fromarray(rng.integers(0, 256, (33, 70, 4), dtype=np.uint8), mode="RGBA"), "PNG"),
-    ]
-    encoded = []
-    for picture, fmt in pictures:
-        out = io.BytesIO()
-        picture.save(out, format=fmt)
-        encoded.append(out.getvalue())
-    return encoded
 
 
 def pytorch_image_embeds(checkpoint: Path, images: list[bytes]) -> np.ndarray[Any, Any]:

@@ -24,11 +24,11 @@ from safetensors.torch import load_file, save_file
 from torch.nn import functional
 
 from tasks import convert as convert_stage
+from tasks.conformance.fixtures import build_tiny_t5
 from tasks.converters import Settings, sharding, t5
 from tasks.converters.safetensors_stream import Planned, open_checkpoint, write_safetensors
 from tasks.errors import UserError
 from tasks.stage import Stage, StageContext
-from tests.t5_fixtures import build_tiny_t5
 
 Tensors = dict[str, torch.Tensor]
 ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {

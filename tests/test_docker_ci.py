@@ -158,3 +158,29 @@ def test_gpu_job_restores_build_keyed_by_toolchain_builds_on_trt_and_uploads_res
     assert "results/" in upload["with"]["path"].split()
     save = next(s for s in steps if s.get("uses", "").startswith("actions/cache/save"))
     assert save["if"] == "always()"
+
+
+def test_nightly_runs_the_conformance_kit_first_in_both_images() -> None:
+    flow = _workflow()
+    job = flow["jobs"]["conformance"]
+    assert {"self-hosted", "gpu"} <= set(job["runs-on"])
+    assert job["timeout-minutes"] <= 30  # the kit is budgeted at 10 minutes on one GPU
+    runs = [s for s in job["steps"] if "run" in s]
+    assert [s["run"] for s in runs] == [
+        "docker/run.sh --image trtllm doit conformance target=trt models=llm",
+        "docker/run.sh --image plan doit conformance target=trt models=encoders",
+    ]
+    assert "if" not in runs[0]
+    assert runs[1]["if"] == "${{ !cancelled() }}"  # the encoders' half reports even when the LLMs' half failed
+    upload = next(s for s in job["steps"] if s.get("uses", "").startswith("actions/upload-artifact"))
+    assert upload["if"] == "always()"
+    assert upload["with"]["path"].split() == ["results/conformance/", "build/conformance/logs/"]
+    gpu = flow["jobs"]["gpu"]
+    assert gpu["needs"] == "conformance"  # the engines of the shipped models are built after the kit ran
+    assert gpu["if"] == "${{ !cancelled() }}"  # and still built when it failed
+
+
+def test_both_images_carry_the_cpu_target_for_the_conformance_kit() -> None:
+    runs = [rest for word, rest in instructions(DOCKERFILE) if word == "RUN"]
+    assert len(runs) == 2
+    assert all('-e ".[cpu]"' in run for run in runs)  # pytriton's tritonserver serves the cpu side of each comparison

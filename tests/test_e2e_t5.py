@@ -11,9 +11,9 @@ import tritonclient.grpc as grpcclient
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
+from tasks.conformance.fixtures import build_tiny_t5
 from tasks.launcher import TritonServer
 from tests.helpers import FAKES, copy_project, doit_env, read_json, run_doit
-from tests.t5_fixtures import build_tiny_t5
 
 T5_YAML = """\
 name: t5tiny

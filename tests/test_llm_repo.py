@@ -20,8 +20,8 @@ import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
 from tasks import config, llm_layout, repo
+from tasks.conformance.fixtures import build_tiny_t5
 from tasks.launcher import TritonServer
-from tests.t5_fixtures import build_tiny_t5
 
 PROMPTS = ["a man is eating food", "summarize: triton serves models", "two men pushed carts through the woods"]
 MAX_TOKENS = 12
