@@ -8,11 +8,13 @@ doit bench:minilm            benchmark it -> results/minilm/
 doit build:vlm               an ensemble of other models' artifacts (+ index:vlm when it has a corpus)
 doit compare:flan-t5         a swept model's variants side by side -> results/flan-t5/summary.csv
 doit promote:flan-t5@max_batch_size-8   serve that variant as repos/flan-t5
+doit build cache=s3://bucket/prefix cache_mode=rw   share stage outputs through an object store
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,12 +22,14 @@ from typing import Any
 
 from doit import get_var
 
-from tasks import graph, hashing, lock, logs, promote, serve, toolchain
+from tasks import cache, graph, hashing, lock, logs, promote, serve, toolchain
 from tasks.reporter import Reporter
 
 logs.configure(get_var("log", "info"))
 Path("build/.cache").mkdir(parents=True, exist_ok=True)
 hashing.configure(Path("build/.cache/digests.sqlite"))
+# The shared artifact cache: cache=<url> cache_mode=rw|ro|off, or TRITONGRAPH_CACHE[_MODE] (CI secrets).
+cache.configure(cache.settings_from({k: get_var(k, "") for k in ("cache", "cache_mode", "cache_fetch")}, os.environ))
 
 DOIT_CONFIG = {
     "backend": "sqlite3",

@@ -21,7 +21,7 @@ from typing import Any
 
 from doit.exceptions import TaskFailed
 
-from tasks import fsops, hashing, lock, manifest
+from tasks import cache, fsops, hashing, lock, manifest
 from tasks.errors import UserError
 
 log = logging.getLogger("tasks")
@@ -69,6 +69,10 @@ class Stage:
     log_dir: Path = Path("build/logs")
     # Files of the output also kept at a stable place outside build/ (results/<m>/...).
     published: Mapping[str, Path] = field(default_factory=dict)
+    # Shared through the artifact cache (tasks/cache.py) when one is configured.
+    cached: bool = False
+    # The running machine's toolchain, compared with params["toolchain"] before an upload (trt stages).
+    fingerprint: Callable[[], Mapping[str, Any]] | None = None
 
     @property
     def task_name(self) -> str:
@@ -229,15 +233,24 @@ def _build(stage: Stage) -> None:
             fsops.remove_tree(work)
             work.mkdir(parents=True)
         ctx = StageContext(stage, work, {role: dep.out_dir for role, dep in stage.deps.items()})
-        stage.action(ctx)
-        lock.raise_if_interrupted()
-        if input_digests(stage) != inputs:
-            raise UserError(stage.task_name, "an input changed while this stage ran; run doit again")
+        restored = cache.restore(stage, key, work)
+        if restored is None:
+            _run_action(stage, ctx, inputs)
+            restored = cache.upload(stage, key, work, ctx.record)
+        if restored is not None:
+            ctx.record = restored
         with lock.uninterrupted():
             _publish(stage, ctx, {"key": key, "inputs": inputs, "seconds": round(time.monotonic() - started, 3)})
     finally:
         with lock.uninterrupted():
             fsops.remove_tree(work)
+
+
+def _run_action(stage: Stage, ctx: StageContext, inputs: Mapping[str, str]) -> None:
+    stage.action(ctx)
+    lock.raise_if_interrupted()
+    if input_digests(stage) != inputs:
+        raise UserError(stage.task_name, "an input changed while this stage ran; run doit again")
 
 
 def _reuse_identical(work: Path, files: dict[str, tuple[int, str]], stage: Stage) -> None:
@@ -279,4 +292,5 @@ def _publish(stage: Stage, ctx: StageContext, facts: dict[str, Any]) -> None:
     if old is not None:
         fsops.remove_tree(old)
     _copy_published(stage)
-    log.info("%s: built in %.1f s (%d files)", stage.task_name, facts["seconds"], len(files))
+    how = "restored from the cache" if "from_cache" in record else "built"
+    log.info("%s: %s in %.1f s (%d files)", stage.task_name, how, facts["seconds"], len(files))
