@@ -8,6 +8,9 @@ doit bench:minilm            benchmark it -> results/minilm/
 doit build:vlm               an ensemble of other models' artifacts (+ index:vlm when it has a corpus)
 doit compare:flan-t5         a swept model's variants side by side -> results/flan-t5/summary.csv
 doit promote:flan-t5@max_batch_size-8   serve that variant as repos/flan-t5
+doit plan json=plan.json     each stage's action key and source: local / cache / build
+doit publish:minilm          repos/minilm to the store as an immutable prefix; prints --model-repository=s3://...
+doit pull:flan-t5 dest=/models/flan-t5   a published repository on a serving node (engine paths rewritten)
 doit build cache=s3://bucket/prefix cache_mode=rw   share stage outputs through an object store
 """
 
@@ -22,7 +25,7 @@ from typing import Any
 
 from doit import get_var
 
-from tasks import cache, graph, hashing, lock, logs, promote, serve, toolchain
+from tasks import cache, graph, hashing, lock, logs, plan, platforms, promote, publish, pull, serve, toolchain
 from tasks.reporter import Reporter
 
 logs.configure(get_var("log", "info"))
@@ -108,3 +111,23 @@ def task_serve() -> Iterator[dict[str, Any]]:
 def task_promote() -> Iterator[dict[str, Any]]:
     """Serve one variant of a sweep as repos/<m>: doit promote:<m>@<values> (explicit; never part of build)."""
     yield from promote.promote_tasks(GRAPH)
+
+
+def task_plan() -> dict[str, Any]:
+    """Each stage's action key and where it would come from (local / cache / build); json=<file> for CI."""
+    return plan.plan_task(GRAPH, {name: get_var(name, "") for name in plan.VARIABLES})
+
+
+def task_platform() -> dict[str, Any]:
+    """Record this GPU builder's toolchain in the store, so doit plan platform=... can plan for it elsewhere."""
+    return platforms.record_task({name: get_var(name, "") for name in ("platform", "toolchain_id", "image")})
+
+
+def task_publish() -> Iterator[dict[str, Any]]:
+    """Upload repos/<m> to the store under its content digest and print the --model-repository line."""
+    yield from publish.publish_tasks(GRAPH)
+
+
+def task_pull() -> Iterator[dict[str, Any]]:
+    """Materialise a published repository at dest=<folder> (default pulled/<m>), engine paths rewritten."""
+    yield from pull.pull_tasks(GRAPH, {name: get_var(name, "") for name in ("dest", "digest")})

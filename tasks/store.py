@@ -153,6 +153,13 @@ class Store:
         except (BaseError, OSError) as exc:
             raise _error("put", key, exc) from exc
 
+    def put_bytes(self, key: str, data: bytes) -> None:
+        """Write a small object, replacing any object at ``key`` (a pointer such as ``latest``)."""
+        try:
+            obstore.put(self._store, key, data, use_multipart=False)
+        except (BaseError, OSError) as exc:
+            raise _error("put", key, exc) from exc
+
     def put_if_absent(self, key: str, data: bytes) -> bool:
         """Write ``key`` only if no object is there; True if this call wrote it, False if another writer won."""
         try:
