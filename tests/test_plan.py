@@ -92,7 +92,9 @@ def test_a_cpu_machine_plans_a_gpu_builder_from_its_recorded_toolchain(tiny_bert
     recorded = run_doit(gpu, "platform", "platform=l4", "toolchain_id=t1", "image=plan", *args, env=on_gpu)
     assert recorded.rc == 0, recorded.stdout + recorded.stderr
     record = read_json(store / platforms.record_key("l4", "t1", "plan"))
-    assert record["engine"]["tensorrt"] != "not installed"  # what the fake trtexec reports
+    engine = record["engine"]
+    assert isinstance(engine, dict)
+    assert engine["tensorrt"] != "not installed"  # what the fake trtexec reports
 
     cpu = copy_project(tmp_path / "cpu", {"tiny": (gpu / "models/tiny.yaml").read_text()})
     data = plan(cpu, store, "target=trt", "platform=l4", "toolchain_id=t1")
