@@ -13,6 +13,10 @@ from pathlib import Path
 from tasks import encoders
 
 TEMPLATES = Path(__file__).parent / "templates"
+# Configs that need the repository's absolute path (TensorRT-LLM engine paths) are filled with this
+# root; the repo stage (and promote) rewrite it to where the repository is.  So no cached stage's
+# params or outputs hold the checkout's path, and two checkouts agree on every action key.
+REPOSITORY_MARKER = Path("/__tritongraph_repository__")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 PREPROCESSOR_FILE = "preprocessor_config.json"
 
