@@ -20,7 +20,7 @@ from tasks.stage import StageContext
 
 log = logging.getLogger(__name__)
 
-CODE_VERSION = "2"
+CODE_VERSION = "3"
 TOOLCHAIN_FILE = toolchain.REPOSITORY_FILE
 
 
