@@ -207,9 +207,6 @@ def llm_stages(model: ModelGraph) -> None:
     )  # fmt: skip
     engine_keys = {k: spec.block("engine")[k] for k in LLM_CONFIG_ENGINE_KEYS}
     params: dict[str, Any] = {"triton": spec.block("triton"), "engine": engine_keys}
-    if target == "trt":
-        # Engine paths in the TRT-LLM pbtxt are absolute: moving the checkout must refill them.
-        params["repo_dir"] = str((REPOS / spec.variant).resolve())
     configured = model.config({"hf": fetched}, params)
     published = model.repo({"config": configured, "engine": built, "hf": fetched})
     model.bench(published, tools)

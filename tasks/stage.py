@@ -165,8 +165,26 @@ def input_paths(stage: Stage) -> list[Path]:
     return [dep.manifest_path for dep in stage.deps.values()] + list(stage.files)
 
 
+def _input_names(paths: Sequence[Path]) -> list[str]:
+    """Names of input files that do not depend on where the checkout is.
+
+    A file inside the project is named by its relative path; one outside it (a pip
+    package's checkpoint, a local model folder) by ``external:`` and its path below the
+    deepest folder all of this stage's outside files share.  Two checkouts at different
+    paths, or two machines with different site-packages, so compute the same action key.
+    """
+    root = Path.cwd().resolve()
+    absolute = [p if p.is_absolute() else root / p for p in paths]
+    outside = [p for p in absolute if not p.is_relative_to(root)]
+    base = Path(os.path.commonpath(outside)) if outside else root
+    if len(outside) == 1:
+        base = outside[0].parent
+    return [p.relative_to(root).as_posix() if p.is_relative_to(root) else f"external:{p.relative_to(base).as_posix()}" for p in absolute]
+
+
 def input_digests(stage: Stage) -> dict[str, str]:
-    return {p.as_posix(): hashing.digest(p) for p in input_paths(stage)}
+    paths = input_paths(stage)
+    return {name: hashing.digest(p) for name, p in zip(_input_names(paths), paths, strict=True)}
 
 
 def action_key(stage: Stage, inputs: Mapping[str, str]) -> str:
