@@ -28,7 +28,7 @@ from tasks import cache, fsops, hashing, manifest, platforms
 from tasks.errors import UserError
 from tasks.graph import STAGE_ORDER, Graph
 from tasks.schema import ModelSpec
-from tasks.stage import Stage, action_key, output_problem
+from tasks.stage import Stage, _input_names, action_key, input_paths, output_problem
 from tasks.store import Store, StoreError
 
 log = logging.getLogger(__name__)
@@ -101,17 +101,18 @@ class Planner:
         return self.done[stage.task_name]
 
     def _inputs(self, stage: Stage) -> dict[str, str] | None:
-        inputs: dict[str, str] = {}
+        """The inputs as ``input_digests`` names them, with upstream manifests' digests as planned."""
+        digests: list[str] = []
         for dep in stage.deps.values():
             digest = self.plan(dep).manifest_digest
             if digest is None:
                 return None
-            inputs[dep.manifest_path.as_posix()] = digest
+            digests.append(digest)
         for path in stage.files:
             if not path.is_file():
                 return None
-            inputs[path.as_posix()] = hashing.digest(path)
-        return inputs
+            digests.append(hashing.digest(path))
+        return dict(zip(_input_names(input_paths(stage)), digests, strict=True))
 
     def _as_built_there(self, stage: Stage) -> Stage | None:
         if self.record is None or "toolchain" not in stage.params:

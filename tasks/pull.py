@@ -3,7 +3,7 @@
 TensorRT-LLM repositories cannot be served from the store: the tensorrtllm backend needs engine and
 tokenizer paths on local disk, absolute.  ``pull:<m>`` downloads ``repos/<m>/<digest>/`` (default:
 the digest published last) into a work folder, checks every file's sha256 against the index,
-rewrites the absolute paths the repository was built with to the pulled location (promote's
+rewrites the absolute paths the repository was built with to the pulled location (the repo stage's
 rewriter), and swaps the folder in at once, so a server reading it sees the old or the new tree.
 Files the previous pull already holds with the same digest are hardlinked, not downloaded again.
 """
@@ -23,8 +23,8 @@ from doit.exceptions import TaskFailed
 from tasks import fsops, hashing, lock, manifest
 from tasks.errors import UserError
 from tasks.graph import Graph
-from tasks.promote import rewrite_paths
 from tasks.publish import INDEX, LATEST, Published, prefix_of, store_from_settings
+from tasks.repo import rewrite_paths
 from tasks.store import Store, StoreError
 
 log = logging.getLogger(__name__)
