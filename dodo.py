@@ -9,11 +9,16 @@ doit build:vlm               an ensemble of other models' artifacts (+ index:vlm
 doit compare:flan-t5         a swept model's variants side by side -> results/flan-t5/summary.csv
 doit promote:flan-t5@max_batch_size-8   serve that variant as repos/flan-t5
 doit conformance target=trt  (GPU image) tiny models on trt vs cpu -> results/conformance/report.md
+doit plan json=plan.json     each stage's action key and source: local / cache / build
+doit publish:minilm          repos/minilm to the store as an immutable prefix; prints --model-repository=s3://...
+doit pull:flan-t5 dest=/models/flan-t5   a published repository on a serving node (engine paths rewritten)
+doit build cache=s3://bucket/prefix cache_mode=rw   share stage outputs through an object store
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,13 +26,15 @@ from typing import Any
 
 from doit import get_var
 
-from tasks import graph, hashing, lock, logs, promote, serve, toolchain
+from tasks import cache, graph, hashing, lock, logs, plan, platforms, promote, publish, pull, serve, toolchain
 from tasks.conformance import kit as conformance
 from tasks.reporter import Reporter
 
 logs.configure(get_var("log", "info"))
 Path("build/.cache").mkdir(parents=True, exist_ok=True)
 hashing.configure(Path("build/.cache/digests.sqlite"))
+# The shared artifact cache: cache=<url> cache_mode=rw|ro|off, or TRITONGRAPH_CACHE[_MODE] (CI secrets).
+cache.configure(cache.settings_from({k: get_var(k, "") for k in ("cache", "cache_mode", "cache_fetch")}, os.environ))
 
 DOIT_CONFIG = {
     "backend": "sqlite3",
@@ -111,3 +118,23 @@ def task_promote() -> Iterator[dict[str, Any]]:
 def task_conformance() -> dict[str, Any]:
     """Tiny T5/GPT-2/Llama/Gemma/BERT/CLIP built on trt and cpu, answers and converters compared -> results/conformance/."""
     return conformance.task(TARGET.name, get_var("models", "all"), get_var("trtllm_examples", None))
+
+
+def task_plan() -> dict[str, Any]:
+    """Each stage's action key and where it would come from (local / cache / build); json=<file> for CI."""
+    return plan.plan_task(GRAPH, {name: get_var(name, "") for name in plan.VARIABLES})
+
+
+def task_platform() -> dict[str, Any]:
+    """Record this GPU builder's toolchain in the store, so doit plan platform=... can plan for it elsewhere."""
+    return platforms.record_task({name: get_var(name, "") for name in ("platform", "toolchain_id", "image")})
+
+
+def task_publish() -> Iterator[dict[str, Any]]:
+    """Upload repos/<m> to the store under its content digest and print the --model-repository line."""
+    yield from publish.publish_tasks(GRAPH)
+
+
+def task_pull() -> Iterator[dict[str, Any]]:
+    """Materialise a published repository at dest=<folder> (default pulled/<m>), engine paths rewritten."""
+    yield from pull.pull_tasks(GRAPH, {name: get_var(name, "") for name in ("dest", "digest")})

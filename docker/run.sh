@@ -8,8 +8,8 @@
 #
 # The image is built on first use from docker/Dockerfile with TRITON_TAG from docker/versions.env and tagged
 # tritongraph-<image>:<tag>-<hash of Dockerfile and pyproject.toml>, so a changed dependency builds a new image
-# (a persistent runner keeps old images).  HF_HOME (default ~/.cache/huggingface) is mounted too, and HF_TOKEN
-# is passed on.
+# (a persistent runner keeps old images).  HF_HOME (default ~/.cache/huggingface) is mounted too; HF_TOKEN, the
+# artifact cache's settings and the object store's credential variables are passed on by name (values never in argv).
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -49,4 +49,8 @@ fi
 exec docker run --rm "${tty[@]}" --gpus all --ipc host --shm-size 2g \
     --volume "$project:$project" --volume "$hf_home:$hf_home" --workdir "$project" \
     --env "HF_HOME=$hf_home" --env HF_TOKEN --env CI \
+    --env TRITONGRAPH_CACHE --env TRITONGRAPH_CACHE_MODE --env TRITONGRAPH_CACHE_FETCH \
+    --env AWS_ACCESS_KEY_ID --env AWS_SECRET_ACCESS_KEY --env AWS_SESSION_TOKEN --env AWS_REGION \
+    --env AWS_DEFAULT_REGION --env AWS_ENDPOINT_URL --env AWS_ALLOW_HTTP \
+    --env AZURE_STORAGE_ACCOUNT_NAME --env AZURE_STORAGE_ACCOUNT_KEY \
     "$tag" "$@"

@@ -131,8 +131,8 @@ def llm_values(ctx: StageContext) -> dict[str, object]:
 
     params = ctx.params
     hf_config = read_checkpoint_config(ctx.inputs["hf"], ctx.stage.task_name)
-    repo_dir = Path(params.get("repo_dir") or Path("repos", params["name"]).resolve())
-    return llm_layout.template_values(params["name"], params["triton"], params["engine"], params["target"], repo_dir, hf_config)
+    root = layout.REPOSITORY_MARKER
+    return llm_layout.template_values(params["name"], params["triton"], params["engine"], params["target"], root, hf_config)
 
 
 def action(ctx: StageContext) -> None:

@@ -110,11 +110,16 @@ def link_or_copy(src: Path, dst: Path) -> bool:
     return True
 
 
+def json_text(data: Any) -> str:  # noqa: ANN401 - any JSON value
+    """The exact text ``write_json_atomic`` writes: a manifest's digest can be known before the file exists."""
+    return json.dumps(data, indent=1, sort_keys=True) + "\n"
+
+
 def write_json_atomic(path: Path, data: Any) -> None:  # noqa: ANN401 - any JSON value
     """Write JSON through a temp file and rename, with stable key order."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}{_TMP_MARK}{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    tmp.write_text(json_text(data), encoding="utf-8")
     tmp.replace(path)
 
 

@@ -13,7 +13,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from tasks import bench, compare, config, convert, engine, engine_llm, export, fetch, index, layout, repo, toolchain, trtllm
+from tasks import bench, cache, compare, config, convert, engine, engine_llm, export, fetch, index, layout, repo, toolchain, trtllm
 from tasks.schema import (
     ModelSpec,
     Where,
@@ -121,7 +121,7 @@ class ModelGraph:
         params = {"source": source, "code": fetch.CODE_VERSION}
         action = partial(fetch.action, folder=folder)
         doc = f"checkpoint of {self.spec.name} from {self.spec.file}"
-        return self.stage("fetch", params, action, doc, files=[_rel(p) for p in files])
+        return self.stage("fetch", params, action, doc, files=[_rel(p) for p in files], cached=cache.current().fetch)
 
     def config(self, deps: Mapping[str, Stage], params: Mapping[str, Any]) -> Stage:
         spec = self.spec
@@ -171,7 +171,7 @@ def encoder_stages(model: ModelGraph) -> None:
     versions = toolchain.package_versions(*export.TOOLCHAIN)
     exported = model.stage(
         "export", {"export": spec.block("export"), "family": spec.family, "toolchain": versions, "code": export.CODE_VERSION},
-        export.action, f"ONNX export of {spec.name}", deps={"hf": fetched},
+        export.action, f"ONNX export of {spec.name}", deps={"hf": fetched}, cached=True,
     )  # fmt: skip
     tools = engine.trt_fingerprint() if target == "trt" else toolchain.package_versions(*engine.CPU_TOOLCHAIN)
     engine_block = dict(spec.block("engine"))
@@ -181,7 +181,7 @@ def encoder_stages(model: ModelGraph) -> None:
     built = model.stage(
         "engine", {"engine": engine_block, "target": target, "toolchain": tools, "code": engine.CODE_VERSION},
         engine.action, f"{target} engine of {stage_owner(spec, 'engine')}", deps={"onnx": exported}, target=target,
-        files=[_rel(calibration)] if calibration else [],
+        files=[_rel(calibration)] if calibration else [], cached=True, fingerprint=engine.trt_fingerprint if target == "trt" else None,
     )  # fmt: skip
     # The tokenizer truncates to the engine's sequence limit; an image has none.
     seq = {k: v for k, v in spec.block("engine").items() if k == "max_seq_len"}
@@ -196,19 +196,17 @@ def llm_stages(model: ModelGraph) -> None:
     versions = toolchain.package_versions(*convert.TOOLCHAIN)
     converted = model.stage(
         "convert", {"convert": spec.block("convert"), "family": spec.family, "toolchain": versions, "code": convert.CODE_VERSION},
-        convert.action, f"TRT-LLM checkpoint of {spec.name}", deps={"hf": fetched},
+        convert.action, f"TRT-LLM checkpoint of {spec.name}", deps={"hf": fetched}, cached=True,
     )  # fmt: skip
     tools = trtllm.trt_fingerprint() if target == "trt" else {}
     built = model.stage(
         "engine",
         {"engine": spec.block("engine"), "family": spec.family, "target": target, "toolchain": tools, "code": engine_llm.CODE_VERSION},
         engine_llm.action, f"{target} engines of {stage_owner(spec, 'engine')}", deps={"checkpoint": converted}, target=target,
+        cached=True, fingerprint=trtllm.trt_fingerprint if target == "trt" else None,
     )  # fmt: skip
     engine_keys = {k: spec.block("engine")[k] for k in LLM_CONFIG_ENGINE_KEYS}
     params: dict[str, Any] = {"triton": spec.block("triton"), "engine": engine_keys}
-    if target == "trt":
-        # Engine paths in the TRT-LLM pbtxt are absolute: moving the checkout must refill them.
-        params["repo_dir"] = str((REPOS / spec.variant).resolve())
     configured = model.config({"hf": fetched}, params)
     published = model.repo({"config": configured, "engine": built, "hf": fetched})
     model.bench(published, tools)
@@ -262,7 +260,10 @@ def ensemble_index(model: ModelGraph, member: ModelSpec, corpus: Path) -> Stage:
     deps = {role: member_stage(graph, member, stage) for role, stage in repo.MEMBER_STAGES.items()}
     files = [_rel(p) for p in (corpus, *spec.corpus_images)]
     doc = f"vector index of {corpus} embedded by {member.variant}"
-    return model.stage("index", params, index.action, doc, deps=deps, files=files, target=model.target)
+    fingerprint = engine.trt_fingerprint if model.target == "trt" else None
+    return model.stage(
+        "index", params, index.action, doc, deps=deps, files=files, target=model.target, cached=True, fingerprint=fingerprint
+    )
 
 
 BUILDERS: dict[str, Callable[[ModelGraph], None]] = {"encoder": encoder_stages, "llm": llm_stages, "ensemble": ensemble_stages}

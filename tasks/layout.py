@@ -11,8 +11,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tasks import encoders
+from tasks.manifest import MANIFEST, RECORD
 
 TEMPLATES = Path(__file__).parent / "templates"
+# Configs that need the repository's absolute path (TensorRT-LLM engine paths) are filled with this
+# root; the repo stage (and promote) rewrite it to where the repository is.  So no cached stage's
+# params or outputs hold the checkout's path, and two checkouts agree on every action key.
+REPOSITORY_MARKER = Path("/__tritongraph_repository__")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 PREPROCESSOR_FILE = "preprocessor_config.json"
 
@@ -89,7 +94,8 @@ def triton_models(
         return ensemble_models(name, searchable)
     from tasks import llm_layout  # noqa: PLC0415 - llm_layout builds on this module
 
-    files = [p.name for p in hf_dir.iterdir() if p.is_file()] if hf_dir is not None else []
+    # The fetch stage's own manifest and action record describe the build, not the checkpoint.
+    files = [p.name for p in hf_dir.iterdir() if p.is_file() and p.name not in {MANIFEST, RECORD}] if hf_dir is not None else []
     tokenizer, model = llm_layout.split_checkpoint_files(files)
     return llm_layout.llm_models(target, tokenizer_files=tokenizer, hf_files=model, engine_dirs=llm_layout.engine_dirs(family))
 

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 from tasks import layout
-from tasks.errors import UserError
 
 MODEL_NAMES = ("ensemble", "preprocessing", "tensorrt_llm", "postprocessing", "tensorrt_llm_bls")
 # Where the python models find their files, relative to the Triton model directory.
@@ -121,15 +120,12 @@ def template_values(  # noqa: PLR0917 - the config stage's call, one argument pe
 ) -> dict[str, object]:
     """Every placeholder of the five templates (for both targets) filled from the YAML blocks.
 
-    ``name`` is the YAML model name; ``repo_dir`` the absolute final ``repos/<name>``, because the
-    tensorrtllm backend wants absolute engine paths.  ``hf_config`` is the checkpoint's config.json.
+    ``name`` is the YAML model name; ``repo_dir`` the absolute root engine paths start from (the
+    tensorrtllm backend wants absolute paths): the config stage passes ``layout.REPOSITORY_MARKER``,
+    which the repo stage rewrites.  ``hf_config`` is the checkpoint's config.json.
     """
-    if target == "trt":
-        if not repo_dir.is_absolute():
-            raise ValueError(f"repo_dir must be absolute, got {repo_dir}")
-        if any(c in str(repo_dir) for c in '"\\\n'):
-            # The engine paths become pbtxt string literals.
-            raise UserError(name, f"the repository path {str(repo_dir)!r} holds a quote, backslash or newline; move the project")
+    if target == "trt" and not repo_dir.is_absolute():
+        raise ValueError(f"repo_dir must be absolute, got {repo_dir}")
     encoder_decoder = bool(hf_config.get("is_encoder_decoder", False))
     engine_root = repo_dir / "tensorrt_llm" / "1"
     main_engine = engine_root / ("decoder" if encoder_decoder else DECODER_ONLY_DIRS[0])

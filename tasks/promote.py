@@ -26,22 +26,6 @@ log = logging.getLogger(__name__)
 PROMOTED_FILE = "promoted.json"
 
 
-def rewrite_paths(tree: Path, old: Path, new: Path) -> int:
-    """Point ``config.pbtxt`` paths under ``old`` at ``new``; return how many files changed.
-
-    The files are hardlinks into build/: each changed one is replaced, never edited in place.
-    """
-    changed = 0
-    for config in sorted(tree.rglob("config.pbtxt")):
-        text = config.read_text(encoding="utf-8")
-        updated = text.replace(f"{old}/", f"{new}/").replace(f'"{old}"', f'"{new}"')
-        if updated != text:
-            config.unlink()
-            config.write_text(updated, encoding="utf-8")
-            changed += 1
-    return changed
-
-
 def publish(variant: ModelSpec) -> Path:
     """Build ``repos/<model>`` from ``repos/<variant>`` in a work dir and swap it in."""
     source, dest = REPOS / variant.variant, REPOS / variant.name
@@ -53,7 +37,7 @@ def publish(variant: ModelSpec) -> Path:
     try:
         work.mkdir(parents=True)
         repo.link_tree(source, work)
-        rewritten = rewrite_paths(work, source.resolve(), dest.resolve())
+        rewritten = repo.rewrite_paths(work, source.resolve(), dest.resolve())
         facts: dict[str, Any] = {
             "variant": variant.variant,
             "settings": variant.settings,

@@ -20,7 +20,7 @@ from tasks.stage import StageContext
 
 log = logging.getLogger(__name__)
 
-CODE_VERSION = "2"
+CODE_VERSION = "3"
 TOOLCHAIN_FILE = toolchain.REPOSITORY_FILE
 
 
@@ -54,6 +54,25 @@ def link_model(model: layout.TritonModel, config_dir: Path, inputs: dict[str, Pa
     for rel in model.empty_dirs:
         (dest / rel).mkdir(parents=True, exist_ok=True)
     return copies
+
+
+def rewrite_paths(tree: Path, old: Path, new: Path) -> int:
+    """Point ``config.pbtxt`` paths under ``old`` at ``new``; return how many files changed.
+
+    The files are hardlinks into build/: each changed one is replaced, never edited in place.
+    """
+    if any(c in str(new) for c in '"\\\n'):
+        # The paths are pbtxt string literals.
+        raise UserError(str(tree), f"the repository path {str(new)!r} holds a quote, backslash or newline; move the project")
+    changed = 0
+    for config in sorted(tree.rglob("config.pbtxt")):
+        text = config.read_text(encoding="utf-8")
+        updated = text.replace(f"{old}/", f"{new}/").replace(f'"{old}"', f'"{new}"')
+        if updated != text:
+            config.unlink()
+            config.write_text(updated, encoding="utf-8")
+            changed += 1
+    return changed
 
 
 # What a repository takes from each member of an ensemble: role -> the member's stage giving it.
@@ -121,6 +140,8 @@ def action(ctx: StageContext) -> None:
     if "engine" in ctx.inputs:
         engines[name] = ctx.inputs["engine"]
     write_toolchain(ctx, engines)
+    # Absolute paths the config stage left at the marker root now name this repository.
+    rewrite_paths(ctx.out, layout.REPOSITORY_MARKER, ctx.stage.out_dir.resolve())
     ctx.record["copied_files"] = copies
     if copies:
         log.warning("repo: %d files were copied, not hardlinked (build/ and repos/ are on different filesystems)", copies)

@@ -21,7 +21,7 @@ from typing import Any
 
 from doit.exceptions import TaskFailed
 
-from tasks import fsops, hashing, lock, manifest
+from tasks import cache, fsops, hashing, lock, manifest
 from tasks.errors import UserError
 
 log = logging.getLogger("tasks")
@@ -69,6 +69,10 @@ class Stage:
     log_dir: Path = Path("build/logs")
     # Files of the output also kept at a stable place outside build/ (results/<m>/...).
     published: Mapping[str, Path] = field(default_factory=dict)
+    # Shared through the artifact cache (tasks/cache.py) when one is configured.
+    cached: bool = False
+    # The running machine's toolchain, compared with params["toolchain"] before an upload (trt stages).
+    fingerprint: Callable[[], Mapping[str, Any]] | None = None
 
     @property
     def task_name(self) -> str:
@@ -161,8 +165,26 @@ def input_paths(stage: Stage) -> list[Path]:
     return [dep.manifest_path for dep in stage.deps.values()] + list(stage.files)
 
 
+def _input_names(paths: Sequence[Path]) -> list[str]:
+    """Names of input files that do not depend on where the checkout is.
+
+    A file inside the project is named by its relative path; one outside it (a pip
+    package's checkpoint, a local model folder) by ``external:`` and its path below the
+    deepest folder all of this stage's outside files share.  Two checkouts at different
+    paths, or two machines with different site-packages, so compute the same action key.
+    """
+    root = Path.cwd().resolve()
+    absolute = [p if p.is_absolute() else root / p for p in paths]
+    outside = [p for p in absolute if not p.is_relative_to(root)]
+    base = Path(os.path.commonpath(outside)) if outside else root
+    if len(outside) == 1:
+        base = outside[0].parent
+    return [p.relative_to(root).as_posix() if p.is_relative_to(root) else f"external:{p.relative_to(base).as_posix()}" for p in absolute]
+
+
 def input_digests(stage: Stage) -> dict[str, str]:
-    return {p.as_posix(): hashing.digest(p) for p in input_paths(stage)}
+    paths = input_paths(stage)
+    return {name: hashing.digest(p) for name, p in zip(_input_names(paths), paths, strict=True)}
 
 
 def action_key(stage: Stage, inputs: Mapping[str, str]) -> str:
@@ -229,15 +251,24 @@ def _build(stage: Stage) -> None:
             fsops.remove_tree(work)
             work.mkdir(parents=True)
         ctx = StageContext(stage, work, {role: dep.out_dir for role, dep in stage.deps.items()})
-        stage.action(ctx)
-        lock.raise_if_interrupted()
-        if input_digests(stage) != inputs:
-            raise UserError(stage.task_name, "an input changed while this stage ran; run doit again")
+        restored = cache.restore(stage, key, work)
+        if restored is None:
+            _run_action(stage, ctx, inputs)
+            restored = cache.upload(stage, key, work, ctx.record)
+        if restored is not None:
+            ctx.record = restored
         with lock.uninterrupted():
             _publish(stage, ctx, {"key": key, "inputs": inputs, "seconds": round(time.monotonic() - started, 3)})
     finally:
         with lock.uninterrupted():
             fsops.remove_tree(work)
+
+
+def _run_action(stage: Stage, ctx: StageContext, inputs: Mapping[str, str]) -> None:
+    stage.action(ctx)
+    lock.raise_if_interrupted()
+    if input_digests(stage) != inputs:
+        raise UserError(stage.task_name, "an input changed while this stage ran; run doit again")
 
 
 def _reuse_identical(work: Path, files: dict[str, tuple[int, str]], stage: Stage) -> None:
@@ -279,4 +310,5 @@ def _publish(stage: Stage, ctx: StageContext, facts: dict[str, Any]) -> None:
     if old is not None:
         fsops.remove_tree(old)
     _copy_published(stage)
-    log.info("%s: built in %.1f s (%d files)", stage.task_name, facts["seconds"], len(files))
+    how = "restored from the cache" if "from_cache" in record else "built"
+    log.info("%s: %s in %.1f s (%d files)", stage.task_name, how, facts["seconds"], len(files))

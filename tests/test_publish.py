@@ -1,0 +1,181 @@
+"""publish / pull against a real S3 server (SeaweedFS): the real Triton serves MiniLM straight from the store,
+and a trt LLM repository (fake trtllm-build) is pulled to a serving path with its engine paths rewritten."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import tritonclient.http as httpclient
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2
+
+from tasks import hashing, manifest, publish
+from tasks.launcher import TritonServer, pick_free_ports, prepare_backend_dir, server_command
+from tasks.store import Store
+from tests.decoder_fixtures import build_tiny_decoder
+from tests.helpers import FAKES, copy_project, doit_env, read_json, run_doit
+from tests.s3server import SECRET_KEY, S3Server
+from tests.test_e2e_decoder import YAML as LLM_YAML
+from tests.test_e2e_minilm import SENTENCES
+
+SERVE_LINE = re.compile(r"--model-repository=(\S+)")
+
+
+def store_env(server: S3Server, path_prefix: Path | None = None) -> dict[str, str]:
+    return doit_env({**server.env(), "TRITONGRAPH_CACHE": server.url}, path_prefix)
+
+
+def publish_model(project: Path, server: S3Server, model: str, *args: str, path_prefix: Path | None = None) -> str:
+    result = run_doit(project, f"publish:{model}", *args, env=store_env(server, path_prefix))
+    assert result.rc == 0, result.stdout + result.stderr
+    assert SECRET_KEY not in result.stdout + result.stderr
+    (url,) = SERVE_LINE.findall(result.stdout)
+    return str(url)
+
+
+def embed(url: str) -> np.ndarray[Any, Any]:
+    client = httpclient.InferenceServerClient(url)
+    try:
+        text = httpclient.InferInput("text", [len(SENTENCES), 1], "BYTES")
+        text.set_data_from_numpy(np.array([[s.encode()] for s in SENTENCES], dtype=object))
+        return np.asarray(client.infer("minilm", [text]).as_numpy("embedding"))
+    finally:
+        client.close()
+
+
+def serve_from_store(repository: str, server: S3Server, root: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """tritonserver with --model-repository=s3://host:port/...; credentials only in its environment."""
+    ports = pick_free_ports()
+    argv, env = server_command(Path("unused"), "cpu", ports, prepare_backend_dir(root / "backends"))
+    argv = [f"--model-repository={repository}" if a.startswith("--model-repository=") else a for a in argv]
+    aws = server.env()
+    env |= {k: aws[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")} | {"AWS_DEFAULT_REGION": aws["AWS_REGION"]}
+    with (root / "triton-s3.log").open("wb") as log:
+        proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 120
+    while True:
+        assert proc.poll() is None, (root / "triton-s3.log").read_text(errors="replace")[-3000:]
+        assert time.monotonic() < deadline
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{ports.http}/v2/health/ready", timeout=1) as reply:
+                if reply.status == 200:
+                    return proc, f"127.0.0.1:{ports.http}"
+        except OSError:
+            time.sleep(0.5)
+
+
+def test_triton_serves_minilm_from_the_store_with_the_local_embeddings(s3_server: S3Server, tmp_path: Path) -> None:
+    project = copy_project(tmp_path / "minilm")
+    built = run_doit(project, "repo:minilm", "target=cpu")
+    assert built.rc == 0, built.stdout + built.stderr
+    url = publish_model(project, s3_server, "minilm", "target=cpu")
+    files, dirs = manifest.scan(project / "repos/minilm")
+    digest = publish.content_digest(files, dirs)
+    assert url == f"s3://127.0.0.1:{s3_server.s3_port}/cache/tg/repos/minilm/{digest}"
+    assert "minilm/1" in dirs  # the ensemble's empty version folder, kept by its marker
+    with pytest.MonkeyPatch.context() as env:
+        for key, value in s3_server.env().items():
+            env.setenv(key, value)
+        keys = {o.key for o in Store(s3_server.url).list(f"repos/minilm/{digest}")}
+    assert f"repos/minilm/{digest}/minilm/1/{publish.MARKER}" in keys
+    assert keys == {f"repos/minilm/{digest}/{p}" for p in [*files, publish.INDEX, *(f"{d}/{publish.MARKER}" for d in dirs)]}
+    again = publish_model(project, s3_server, "minilm", "target=cpu")
+    assert again == url  # same content, same immutable prefix
+
+    with TritonServer(project / "repos/minilm", "cpu", tmp_path / "triton-local.log") as local:
+        expected = embed(local.http_url)
+    proc, address = serve_from_store(url, s3_server, tmp_path)
+    try:
+        got = embed(address)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+    assert got.shape == (len(SENTENCES), 384)
+    np.testing.assert_array_equal(got, expected)
+
+
+@pytest.fixture(scope="module")
+def trt_llm(s3_server: S3Server, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """A tiny GPT-2 built on target trt with the fake trtllm-build, published; returns the project and the digest."""
+    root = tmp_path_factory.mktemp("trt-llm")
+    checkpoint = build_tiny_decoder("gpt2", root / "gpt2")
+    project = copy_project(root / "build-node", {"tiny-gpt2": LLM_YAML.format(name="tiny-gpt2", family="gpt2", path=checkpoint)})
+    built = run_doit(project, "repo:tiny-gpt2", "target=trt", env=doit_env(path_prefix=FAKES))
+    assert built.rc == 0, built.stdout + built.stderr
+    url = publish_model(project, s3_server, "tiny-gpt2", "target=trt", path_prefix=FAKES)
+    return project, url.rsplit("/", 1)[1]
+
+
+def engine_path(repository: Path) -> str:
+    config = text_format.Parse((repository / "tensorrt_llm/config.pbtxt").read_text(), model_config_pb2.ModelConfig())
+    return str(config.parameters["gpt_model_path"].string_value)
+
+
+def pull(server: S3Server, project: Path, dest: Path) -> Any:
+    """``pull:tiny-gpt2`` run on a serving node: another checkout with nothing built."""
+    node = dest.parent / "node"
+    if not node.exists():
+        copy_project(node, {"tiny-gpt2": (project / "models/tiny-gpt2.yaml").read_text()})
+    return run_doit(node, "pull:tiny-gpt2", f"dest={dest}", "target=trt", env=store_env(server))
+
+
+def test_pulled_trt_llm_configs_point_at_the_pulled_engines(s3_server: S3Server, trt_llm: tuple[Path, str], tmp_path: Path) -> None:
+    project, digest = trt_llm
+    dest = tmp_path / "models/tiny-gpt2"
+    result = pull(s3_server, project, dest)
+    assert result.rc == 0, result.stdout + result.stderr
+    assert f"--model-repository={dest}" in result.stdout
+    built = project / "repos/tiny-gpt2"
+    assert engine_path(built) == str((built / "tensorrt_llm/1/engine").resolve())
+    assert engine_path(dest) == str(dest / "tensorrt_llm/1/engine")
+    engines = sorted(p.relative_to(built) for p in (built / "tensorrt_llm/1/engine").rglob("*") if p.is_file())
+    assert engines
+    for rel in engines:
+        assert hashing.sha256_file(dest / rel) == hashing.sha256_file(built / rel)
+    assert not any(str(built.resolve()) in p.read_text() for p in dest.rglob("config.pbtxt"))
+    facts = read_json(dest / "pulled.json")
+    assert facts["digest"] == digest
+    rewritten = facts["rewritten_configs"]
+    assert isinstance(rewritten, int)
+    assert rewritten >= 1
+
+    again = pull(s3_server, project, dest)
+    assert again.rc == 0, again.stdout + again.stderr
+    # only the rewritten configs differ from the store; every other file is linked from the previous pull
+    assert read_json(dest / "pulled.json")["downloaded_files"] == rewritten
+
+
+def test_a_corrupted_object_is_refused_and_the_previous_pull_stays(
+    s3_server: S3Server, trt_llm: tuple[Path, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    project, digest = trt_llm
+    dest = tmp_path / "models/tiny-gpt2"
+    assert pull(s3_server, project, dest).rc == 0
+    before = {p.relative_to(dest): p.read_bytes() for p in dest.rglob("*") if p.is_file()}
+    for key, value in s3_server.env().items():
+        monkeypatch.setenv(key, value)
+    store = Store(s3_server.url)
+    index = json.loads(store.get_bytes(f"repos/tiny-gpt2/{digest}/{publish.INDEX}") or b"{}")
+    rel = next(r for r in index["files"] if r.startswith("tensorrt_llm/1/engine/"))
+    original = store.get_bytes(f"repos/tiny-gpt2/{digest}/{rel}")
+    assert original is not None
+    store.put_bytes(f"repos/tiny-gpt2/{digest}/{rel}", original + b"tampered")
+    try:
+        (dest / rel).unlink()  # not reusable locally: it must come from the store
+        (dest / rel).write_bytes(b"local damage")
+        result = pull(s3_server, project, dest)
+    finally:
+        store.put_bytes(f"repos/tiny-gpt2/{digest}/{rel}", original)
+    assert result.rc != 0
+    assert f"{rel} is missing or does not match its sha256; refused" in result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    after = {p.relative_to(dest): p.read_bytes() for p in dest.rglob("*") if p.is_file()}
+    assert after == {**before, Path(rel): b"local damage"}  # nothing swapped in
