@@ -138,7 +138,7 @@ class Entry:
         return {k: v for k, v in self.record.items() if k not in _OWN_FACTS}
 
 
-def _parse_entry(raw: bytes | None) -> Entry | None:
+def parse_entry(raw: bytes | None) -> Entry | None:
     if raw is None:
         return None
     try:
@@ -148,6 +148,16 @@ def _parse_entry(raw: bytes | None) -> Entry | None:
     except (ValueError, KeyError, TypeError):
         return None
     return Entry(content, dict(record)) if content is not None and isinstance(record, dict) else None
+
+
+def source_of(key: str) -> str:
+    """Where a rebuild under ``key`` would take its output from: for ``doit info``, never on a build's path."""
+    if not current().reads:
+        return "would build (no cache configured)"
+    found = _guarded(lambda store: store.exists(f"ac/{key}"))
+    if found is None:
+        return "would build (cache unreachable)"
+    return f"from cache {_SESSION.settings.url}" if found else "would build (not in the cache)"
 
 
 def _local_blobs() -> dict[str, Path]:
@@ -204,7 +214,7 @@ def restore(stage: Stage, key: str, work: Path) -> dict[str, Any] | None:
         return None
 
     def lookup(store: Store) -> dict[str, Any] | None:
-        entry = _parse_entry(store.get_bytes(f"ac/{key}"))
+        entry = parse_entry(store.get_bytes(f"ac/{key}"))
         if entry is None or not _restore_entry(store, entry, work, stage.task_name):
             return None
         log.info("%s: restored from cache %s (%d files)", stage.task_name, store.url, len(entry.manifest.files))
@@ -268,7 +278,7 @@ def upload(stage: Stage, key: str, work: Path, facts: Mapping[str, Any]) -> dict
         if store.put_if_absent(f"ac/{key}", _entry_bytes(stage, key, files, dirs, facts)):
             log.info("%s: uploaded to cache %s (%d new blobs)", stage.task_name, store.url, sent)
             return None
-        winner = _parse_entry(store.get_bytes(f"ac/{key}"))
+        winner = parse_entry(store.get_bytes(f"ac/{key}"))
         if winner is None or winner.manifest.files == files or not _restore_entry(store, winner, work, stage.task_name):
             return None
         log.info("%s: another builder shared this key first; its output replaces ours", stage.task_name)

@@ -28,7 +28,7 @@ from tasks import cache, fsops, hashing, manifest, platforms
 from tasks.errors import UserError
 from tasks.graph import STAGE_ORDER, Graph
 from tasks.schema import ModelSpec
-from tasks.stage import Stage, _input_names, action_key, input_paths, output_problem
+from tasks.stage import Stage, action_key, input_names, input_paths, output_problem
 from tasks.store import Store, StoreError
 
 log = logging.getLogger(__name__)
@@ -72,13 +72,9 @@ class Lookup:
 
 
 def entry_manifest(raw: bytes | None) -> manifest.Manifest | None:
-    """The manifest an ``ac/<key>`` entry carries (layout of tasks/cache.py)."""
-    if raw is None:
-        return None
-    try:
-        return manifest.Manifest.from_json(json.loads(raw)["manifest"])
-    except (ValueError, KeyError, TypeError):
-        return None
+    """The manifest an ``ac/<key>`` entry carries."""
+    entry = cache.parse_entry(raw)
+    return entry.manifest if entry is not None else None
 
 
 def restored_digest(stage: Stage, content: manifest.Manifest) -> str:
@@ -112,7 +108,7 @@ class Planner:
             if not path.is_file():
                 return None
             digests.append(hashing.digest(path))
-        return dict(zip(_input_names(input_paths(stage)), digests, strict=True))
+        return dict(zip(input_names(input_paths(stage)), digests, strict=True))
 
     def _as_built_there(self, stage: Stage) -> Stage | None:
         if self.record is None or "toolchain" not in stage.params:

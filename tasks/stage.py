@@ -111,11 +111,23 @@ def describe_changes(old: Any, new: Any) -> list[str]:  # noqa: ANN401 - JSON va
     ]
 
 
+def rebuild_source(stage: Stage) -> str:
+    """Where an outdated stage's output would come from; only ``doit info`` asks (a build never does)."""
+    if not stage.cached:
+        return "would build (not a cached stage)"
+    try:
+        key = action_key(stage, input_digests(stage))
+    except OSError:
+        return "would build (an input is not built yet)"
+    return cache.source_of(key)
+
+
 class ParamsCheck:
     """doit ``uptodate`` entry: the params this stage reads are the ones of its last run."""
 
-    def __init__(self, params: Params) -> None:
-        self.params = canonical(params)
+    def __init__(self, stage: Stage) -> None:
+        self.stage = stage
+        self.params = canonical(stage.params)
         self.changes: list[str] = []
 
     def __call__(self, task: Any, values: dict[str, Any]) -> bool:  # noqa: ANN401 - doit Task
@@ -127,7 +139,7 @@ class ParamsCheck:
         return False
 
     def __str__(self) -> str:
-        return "params changed: " + "; ".join(self.changes)
+        return f"params changed: {'; '.join(self.changes)}; {rebuild_source(self.stage)}"
 
 
 class OutputCheck:
@@ -143,7 +155,7 @@ class OutputCheck:
         return problem is None
 
     def __str__(self) -> str:
-        return f"output of {self.stage.task_name} is not intact: {self.reason}"
+        return f"output of {self.stage.task_name} is not intact: {self.reason}; {rebuild_source(self.stage)}"
 
 
 def output_problem(stage: Stage) -> str | None:
@@ -165,7 +177,7 @@ def input_paths(stage: Stage) -> list[Path]:
     return [dep.manifest_path for dep in stage.deps.values()] + list(stage.files)
 
 
-def _input_names(paths: Sequence[Path]) -> list[str]:
+def input_names(paths: Sequence[Path]) -> list[str]:
     """Names of input files that do not depend on where the checkout is.
 
     A file inside the project is named by its relative path; one outside it (a pip
@@ -184,7 +196,7 @@ def _input_names(paths: Sequence[Path]) -> list[str]:
 
 def input_digests(stage: Stage) -> dict[str, str]:
     paths = input_paths(stage)
-    return {name: hashing.digest(p) for name, p in zip(_input_names(paths), paths, strict=True)}
+    return {name: hashing.digest(p) for name, p in zip(input_names(paths), paths, strict=True)}
 
 
 def action_key(stage: Stage, inputs: Mapping[str, str]) -> str:
@@ -201,7 +213,7 @@ def to_task(stage: Stage) -> dict[str, Any]:
         "actions": [(run_stage, [stage])],
         "file_dep": [p.as_posix() for p in input_paths(stage)],
         "targets": [stage.manifest_path.as_posix(), *(p.as_posix() for p in stage.published.values())],
-        "uptodate": [ParamsCheck(stage.params), OutputCheck(stage)],
+        "uptodate": [ParamsCheck(stage), OutputCheck(stage)],
         "verbosity": 2,
     }
 

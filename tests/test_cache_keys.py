@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from tasks import graph, hashing, layout, toolchain
-from tasks.stage import Stage, _input_names, canonical, input_paths
+from tasks.stage import Stage, canonical, input_names, input_paths
 from tests.decoder_fixtures import build_tiny_decoder
 from tests.helpers import FAKES, ROOT, copy_project
 
@@ -44,7 +44,7 @@ def _key_material(project: Path, target: str, monkeypatch: pytest.MonkeyPatch) -
 def _material(stage: Stage) -> dict[str, Any]:
     paths = input_paths(stage)
     raw = set(stage.files)
-    inputs = {name: hashing.digest(p) if p in raw else "upstream manifest" for name, p in zip(_input_names(paths), paths, strict=True)}
+    inputs = {name: hashing.digest(p) if p in raw else "upstream manifest" for name, p in zip(input_names(paths), paths, strict=True)}
     return {"params": canonical(stage.params), "inputs": inputs, "cached": stage.cached}
 
 

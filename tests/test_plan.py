@@ -65,6 +65,10 @@ def test_fresh_checkout_plans_cache_hits_and_predicts_the_keys_its_build_records
     # config is not cached, but its key follows from the manifest a restore of fetch will write
     assert planned["config:tiny"] == ("build", keys["config:tiny"])
     assert planned["repo:tiny"] == ("build", None)  # below a stage that must build: unknown
+    info = run_doit(b, "info", "fetch:tiny", "target=cpu", f"cache={store}", "cache_fetch=1")
+    assert f"from cache {store}" in info.stdout, info.stdout + info.stderr
+    info = run_doit(b, "info", "repo:tiny", "target=cpu", f"cache={store}", "cache_fetch=1")
+    assert "would build (not a cached stage)" in info.stdout, info.stdout + info.stderr
 
     result = run_doit(b, "build:tiny", "target=cpu", f"cache={store}", "cache_fetch=1")
     assert result.rc == 0, result.stdout + result.stderr
