@@ -26,9 +26,13 @@ from typing import Any
 
 from doit import get_var
 
-from tasks import cache, graph, hashing, lock, logs, plan, platforms, promote, publish, pull, serve, toolchain
-from tasks.conformance import kit as conformance
-from tasks.reporter import Reporter
+from tasks.commands import plan, platforms, promote, publish, pull, serve
+from tasks.commands.conformance import kit as conformance
+from tasks.console import logs
+from tasks.console.reporter import Reporter
+from tasks.core import cache, hashing, lock
+from tasks.stages import graph
+from tasks.tools import toolchain
 
 logs.configure(get_var("log", "info"))
 Path("build/.cache").mkdir(parents=True, exist_ok=True)

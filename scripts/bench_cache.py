@@ -30,9 +30,9 @@ sys.path.insert(0, str(ROOT))
 
 import obstore  # noqa: E402
 
-from tasks import cache, hashing  # noqa: E402
-from tasks.stage import Stage, StageContext, action_key, input_digests  # noqa: E402
-from tasks.store import Store  # noqa: E402
+from tasks.core import cache, hashing  # noqa: E402
+from tasks.core.stage import Stage, StageContext, action_key, input_digests  # noqa: E402
+from tasks.core.store import Store  # noqa: E402
 from tests.helpers import copy_project, doit_env, run_doit  # noqa: E402
 from tests.s3server import S3Server, running_s3  # noqa: E402
 

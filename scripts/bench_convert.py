@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 
-from tasks.converters.safetensors_stream import Planned, write_safetensors
+from tasks.families.converters.safetensors_stream import Planned, write_safetensors
 
 DEFAULT_FOLDER = Path("build/bench/flan-t5-large-random")
 # google/flan-t5-large's config.json (the keys the converter reads).
@@ -63,13 +63,13 @@ PEAK = "import re; print(int(re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/sta
 CHILD = f"""
 import json, logging, sys
 from pathlib import Path
-from tasks.converters import Settings, t5
+from tasks.families.converters import Settings, t5
 logging.basicConfig(level=logging.INFO, format="  %(message)s")
 result = t5.convert(Path(sys.argv[1]), Path(sys.argv[2]), Settings(sys.argv[3], int(sys.argv[4]), 1), "bench")
 print(json.dumps(result.__dict__))
 {PEAK}
 """
-IMPORT_ONLY = f"import tasks.converters.t5\n{PEAK}\n"
+IMPORT_ONLY = f"import tasks.families.converters.t5\n{PEAK}\n"
 MB = 1e6
 
 

@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 import tritonclient.grpc as grpcclient
 
-from tasks import loadgen
-from tasks.launcher import TritonServer
+from tasks.bench import loadgen
+from tasks.triton.launcher import TritonServer
 
 MODEL = "echo"
 CONFIG = """\

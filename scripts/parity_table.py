@@ -1,5 +1,5 @@
 # ruff: noqa: T201, INP001 - a one-off generator run by path; the JSON it writes is committed
-"""Write ``tasks/flagtables/inflight-batcher-1.2.1.json`` from verbatim copies of NVIDIA's inflight-batcher templates.
+"""Write ``tasks/tools/flagtables/inflight-batcher-1.2.1.json`` from verbatim copies of NVIDIA's inflight-batcher templates.
 
     python scripts/parity_table.py <folder with ensemble/ preprocessing/ tensorrt_llm/ postprocessing/ tensorrt_llm_bls/> [out.json]
 
@@ -172,7 +172,7 @@ def main(argv: list[str]) -> int:
         print(__doc__)
         return 2
     folder = Path(argv[1])
-    out = Path(argv[2]) if len(argv) == 3 else Path(__file__).parents[1] / "tasks/flagtables/inflight-batcher-1.2.1.json"  # noqa: PLR2004
+    out = Path(argv[2]) if len(argv) == 3 else Path(__file__).parents[1] / "tasks/tools/flagtables/inflight-batcher-1.2.1.json"  # noqa: PLR2004
     kept = json.loads(out.read_text(encoding="utf-8")).get("not_offered", {}) if out.is_file() else {}
     table = {
         "tool": "inflight_batcher_llm model templates",

@@ -1,10 +1,10 @@
-"""transformers' greedy text of the tiny decoder-only checkpoints (built by ``tasks.conformance.fixtures``)."""
+"""transformers' greedy text of the tiny decoder-only checkpoints (built by ``tasks.commands.conformance.fixtures``)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from tasks.conformance.fixtures import build_tiny_decoder
+from tasks.commands.conformance.fixtures import build_tiny_decoder
 
 
 def hf_greedy(folder: Path, prompts: list[str], max_new_tokens: int) -> list[str]:

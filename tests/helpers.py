@@ -1,6 +1,6 @@
 """Shared test helpers: temporary project copies, doit runs as real processes, tiny models.
 
-The tiny checkpoints the conformance kit also builds live in ``tasks.conformance.fixtures``.
+The tiny checkpoints the conformance kit also builds live in ``tasks.commands.conformance.fixtures``.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from tasks.conformance.fixtures import SENTENCES, build_tiny_bert, build_tiny_clip_vision
+from tasks.commands.conformance.fixtures import SENTENCES, build_tiny_bert, build_tiny_clip_vision
 
 ROOT = Path(__file__).resolve().parent.parent
 FAKES = Path(__file__).resolve().parent / "fakes"

@@ -113,7 +113,7 @@ class S3Server:
 
     def _wait_ready(self) -> None:
         # Ready means the bucket answers a signed request, not merely that the port is open.
-        from tasks.store import Store, StoreError
+        from tasks.core.store import Store, StoreError
 
         deadline = time.monotonic() + _READY_TIMEOUT
         saved = {k: os.environ.get(k) for k in self.env()}

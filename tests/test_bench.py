@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from tasks import metrics
-from tasks.conformance.fixtures import build_tiny_t5
+from tasks.bench import metrics
+from tasks.commands.conformance.fixtures import build_tiny_t5
 from tests.helpers import FAKES, TINY_YAML, DoitRun, communicate_or_kill, copy_project, doit_argv, doit_env, edit, read_json, run_doit
 
 BENCH = """\

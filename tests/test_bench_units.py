@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tasks import loadgen, metrics, results, serverstats, workload
-from tasks.conformance.fixtures import train_tokenizer
-from tasks.errors import UserError
-from tasks.serverstats import Counters
+from tasks.bench import loadgen, metrics, results, serverstats, workload
+from tasks.bench.serverstats import Counters
+from tasks.commands.conformance.fixtures import train_tokenizer
+from tasks.core.errors import UserError
 
 
 def test_latency_row_matches_perf_analyzer_definitions() -> None:

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from tasks import cache, hashing, manifest
-from tasks.stage import Stage, StageContext, _build, action_key, input_digests
-from tasks.store import Store
+from tasks.core import cache, hashing, manifest
+from tasks.core.stage import Stage, StageContext, _build, action_key, input_digests
+from tasks.core.store import Store
 from tests.decoder_fixtures import build_tiny_decoder
 from tests.helpers import FAKES, ROOT, DoitRun, copy_project, doit_env, run_doit
 from tests.s3server import SECRET_KEY, S3Server, free_ports
@@ -259,8 +259,8 @@ def test_a_foreign_toolchain_is_never_uploaded(in_s3: Store, caplog: pytest.LogC
 RACER = """
 import sys, time
 from pathlib import Path
-from tasks import cache, hashing
-from tasks.stage import Stage, _build
+from tasks.core import cache, hashing
+from tasks.core.stage import Stage, _build
 
 me, url, gate = sys.argv[1], sys.argv[2], Path(sys.argv[3])
 hashing.configure(Path("digests.sqlite"))

@@ -9,8 +9,11 @@ from typing import Any
 
 import pytest
 
-from tasks import graph, hashing, layout, toolchain
-from tasks.stage import Stage, canonical, input_names, input_paths
+from tasks.core import hashing
+from tasks.core.stage import Stage, canonical, input_names, input_paths
+from tasks.stages import graph
+from tasks.tools import toolchain
+from tasks.triton import layout
 from tests.decoder_fixtures import build_tiny_decoder
 from tests.helpers import FAKES, ROOT, copy_project
 
@@ -75,7 +78,7 @@ def test_two_checkouts_compute_the_same_key_material(target: str, llama: Path, t
 
 
 def test_trt_llm_configs_name_the_marker_root_until_the_repository_is_assembled() -> None:
-    from tasks import llm_layout
+    from tasks.triton import llm_layout
 
     values = llm_layout.template_values(
         "m",

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from tasks import cache, hashing, manifest
-from tasks.errors import UserError
-from tasks.stage import Stage, StageContext, _build, action_key, input_digests
-from tasks.store import Store
+from tasks.core import cache, hashing, manifest
+from tasks.core.errors import UserError
+from tasks.core.stage import Stage, StageContext, _build, action_key, input_digests
+from tasks.core.store import Store
 
 
 def _stage(runs: list[str], payload: bytes = b"engine bytes", *, cached: bool = True, name: str = "engine") -> Stage:

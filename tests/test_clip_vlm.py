@@ -17,8 +17,8 @@ import tritonclient.grpc as grpcclient
 from PIL import Image
 from tritonclient.utils import InferenceServerException
 
-from tasks.conformance.fixtures import generated_images
-from tasks.launcher import TritonServer
+from tasks.commands.conformance.fixtures import generated_images
+from tasks.triton.launcher import TritonServer
 from tests.helpers import CLIP_TEXT_YAML, CLIP_VISION_YAML, SENTENCES, TINY_YAML, copy_project, edit, run_doit
 
 VLM_YAML = """\

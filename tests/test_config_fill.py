@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from tasks import config
-from tasks.errors import UserError
+from tasks.core.errors import UserError
+from tasks.stages import config
 
 
 def test_fill_requires_every_placeholder(tmp_path: Path) -> None:
@@ -34,7 +34,8 @@ def test_parse_uses_tritons_proto_and_reports_line_and_column(tmp_path: Path) ->
 
 
 def test_every_shipped_template_fills_and_parses(tmp_path: Path) -> None:
-    from tasks import encoders, layout
+    from tasks.families import encoders
+    from tasks.triton import layout
 
     text = encoders.bert_signature({"hidden_size": 384})
     image = encoders.clip_vision_signature({"vision_config": {"image_size": 224}, "projection_dim": 512})

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tasks.conformance import answers, crosscheck, project, report
+from tasks.commands.conformance import answers, crosscheck, project, report
 from tests.helpers import FAKES, copy_project, doit_argv, doit_env, read_json
 
 SUBSET = "gpt2,bert"

@@ -19,9 +19,9 @@ import torch
 from safetensors.torch import load_file
 from torch.nn import functional
 
-from tasks.converters import Settings, converter
-from tasks.converters.decoder import stage_layers
-from tasks.errors import UserError
+from tasks.core.errors import UserError
+from tasks.families.converters import Settings, converter
+from tasks.families.converters.decoder import stage_layers
 
 WHERE = "convert:test"
 FAMILIES = ("gpt2", "llama", "gemma")
@@ -316,7 +316,7 @@ def test_a_checkpoint_of_another_family_is_refused(checkpoints: dict[str, Path],
 
 
 def test_rope_base_and_scaling_in_either_transformers_spelling() -> None:
-    from tasks.converters.decoder import rope_settings
+    from tasks.families.converters.decoder import rope_settings
 
     assert rope_settings({"rope_theta": 10000.0, "rope_scaling": {"type": "linear", "factor": 2.0}}) == (
         10000.0,

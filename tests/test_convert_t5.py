@@ -23,12 +23,12 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch.nn import functional
 
-from tasks import convert as convert_stage
-from tasks.conformance.fixtures import build_tiny_t5
-from tasks.converters import Settings, sharding, t5
-from tasks.converters.safetensors_stream import Planned, open_checkpoint, write_safetensors
-from tasks.errors import UserError
-from tasks.stage import Stage, StageContext
+from tasks.commands.conformance.fixtures import build_tiny_t5
+from tasks.core.errors import UserError
+from tasks.core.stage import Stage, StageContext
+from tasks.families.converters import Settings, sharding, t5
+from tasks.families.converters.safetensors_stream import Planned, open_checkpoint, write_safetensors
+from tasks.stages import convert as convert_stage
 
 Tensors = dict[str, torch.Tensor]
 ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
@@ -566,7 +566,7 @@ MEMORY_PROBE = textwrap.dedent(
     import sys
     from pathlib import Path
     import torch
-    from tasks.converters.safetensors_stream import Planned, open_checkpoint, write_safetensors
+    from tasks.families.converters.safetensors_stream import Planned, open_checkpoint, write_safetensors
 
     def rss_kib(field):
         for line in Path("/proc/self/status").read_text().splitlines():

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from tasks import trtllm
-from tasks.errors import UserError
+from tasks.core.errors import UserError
+from tasks.tools import trtllm
 
 ENGINE: dict[str, Any] = {
     "max_batch_size": 8,

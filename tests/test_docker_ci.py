@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 import yaml
 
-from tasks import trtexec, trtllm, versions
-from tasks.errors import UserError
+from tasks.core.errors import UserError
+from tasks.tools import trtexec, trtllm, versions
 from tests.helpers import ROOT
 
 DOCKERFILE = ROOT / "docker/Dockerfile"
@@ -183,7 +183,7 @@ def test_store_settings_come_from_secrets_and_reach_the_image_by_name_only() -> 
 
 
 def test_plan_json_feeds_the_workflow_matrix_shape() -> None:
-    from tasks.plan import matrix
+    from tasks.commands.plan import matrix
 
     plans = [
         {"model": "minilm", "kind": "encoder", "image": "plan", "platform": "l4", "all_cached": False},
@@ -193,7 +193,7 @@ def test_plan_json_feeds_the_workflow_matrix_shape() -> None:
     assert matrix(plans, ensembles=False) == {"include": [{"model": "minilm", "image": "plan", "platform": "l4"}]}
     assert matrix(plans, ensembles=True) == {"include": [{"model": "vlm", "image": "plan", "platform": "l4"}]}
     shipped = {p.stem: yaml.safe_load(p.read_text())["kind"] for p in (ROOT / "models").glob("*.yaml")}
-    from tasks.platforms import image_of
+    from tasks.commands.platforms import image_of
 
     for model, kind in shipped.items():
         assert image_of(kind) == ("trtllm" if kind == "llm" else "plan"), model

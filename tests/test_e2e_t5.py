@@ -11,8 +11,8 @@ import tritonclient.grpc as grpcclient
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
-from tasks.conformance.fixtures import build_tiny_t5
-from tasks.launcher import TritonServer
+from tasks.commands.conformance.fixtures import build_tiny_t5
+from tasks.triton.launcher import TritonServer
 from tests.helpers import FAKES, copy_project, doit_env, read_json, run_doit
 
 T5_YAML = """\

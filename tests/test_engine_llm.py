@@ -10,10 +10,12 @@ from typing import Any
 
 import pytest
 
-from tasks import engine_llm, fsops, hashing, toolchain, trtllm
-from tasks import stage as stages
-from tasks.errors import UserError
-from tasks.stage import Stage
+from tasks.core import fsops, hashing
+from tasks.core import stage as stages
+from tasks.core.errors import UserError
+from tasks.core.stage import Stage
+from tasks.stages import engine_llm
+from tasks.tools import toolchain, trtllm
 from tests.helpers import FAKES
 
 ENGINE: dict[str, Any] = {

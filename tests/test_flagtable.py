@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tasks import flagtable, trtexec, trtllm
-from tasks.errors import UserError
+from tasks.core.errors import UserError
+from tasks.tools import flagtable, trtexec, trtllm
 from tests.helpers import FAKES
 
 
@@ -57,7 +57,7 @@ def test_renamed_flags_are_refused_naming_the_real_flag() -> None:
 
 def test_deprecated_flags_pass_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:
     table = trtexec.static_table()
-    with caplog.at_level(logging.WARNING, logger="tasks.flagtable"):
+    with caplog.at_level(logging.WARNING, logger="tasks.tools.flagtable"):
         argv = trtexec.flag_args({"plugins": "libx.so", "infStreams": 2}, table)
     assert argv == ["--plugins=libx.so", "--infStreams=2"]
     assert [r.getMessage() for r in caplog.records] == [

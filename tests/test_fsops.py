@@ -5,7 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tasks import fsops
+from tasks.core import fsops
 
 
 def test_swap_in_exchanges_directories_atomically(tmp_path: Path) -> None:

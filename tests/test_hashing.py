@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks import hashing
+from tasks.core import hashing
 
 
 @pytest.fixture

@@ -17,9 +17,9 @@ import tritonclient.grpc as grpcclient
 from PIL import Image
 from tritonclient.utils import InferenceServerException
 
-from tasks import config
-from tasks.launcher import TritonServer
-from tasks.layout import TEMPLATES
+from tasks.stages import config
+from tasks.triton.launcher import TritonServer
+from tasks.triton.layout import TEMPLATES
 
 TEMPLATE = TEMPLATES / "image" / "preprocess"
 OPENAI_CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]

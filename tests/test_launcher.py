@@ -1,4 +1,4 @@
-"""Tests for tasks.launcher against the real CPU tritonserver from nvidia-pytriton."""
+"""Tests for tasks.triton.launcher against the real CPU tritonserver from nvidia-pytriton."""
 
 from __future__ import annotations
 
@@ -19,8 +19,8 @@ import tokenizers
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 
-from tasks import launcher
-from tasks.launcher import (
+from tasks.triton import launcher
+from tasks.triton.launcher import (
     Ports,
     ServerError,
     TritonServer,
@@ -338,7 +338,7 @@ def test_server_stops_when_its_launcher_is_killed(echo_repo: Path, tmp_path: Pat
     script.write_text(
         "import sys, time\n"
         "from pathlib import Path\n"
-        "from tasks.launcher import TritonServer\n"
+        "from tasks.triton.launcher import TritonServer\n"
         f"server = TritonServer(Path({str(repo)!r}), 'cpu', Path({str(tmp_path / 'server.log')!r}))\n"
         "server.start()\n"
         "print(server.pid, flush=True)\n"

@@ -19,9 +19,10 @@ import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
-from tasks import config, llm_layout, repo
-from tasks.conformance.fixtures import build_tiny_t5
-from tasks.launcher import TritonServer
+from tasks.commands.conformance.fixtures import build_tiny_t5
+from tasks.stages import config, repo
+from tasks.triton import llm_layout
+from tasks.triton.launcher import TritonServer
 
 PROMPTS = ["a man is eating food", "summarize: triton serves models", "two men pushed carts through the woods"]
 MAX_TOKENS = 12

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tasks import loadgen, serverstats
-from tasks.errors import UserError
-from tasks.launcher import TritonServer, live_stub_pids
+from tasks.bench import loadgen, serverstats
+from tasks.core.errors import UserError
+from tasks.triton.launcher import TritonServer, live_stub_pids
 
 CONFIG = """\
 name: "{name}"

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tasks import toolchain
-from tasks.launcher import Ports, Ranks, ServerError, TritonServer, check_gpus, leader_mode_command, server_command
+from tasks.tools import toolchain
+from tasks.triton.launcher import Ports, Ranks, ServerError, TritonServer, check_gpus, leader_mode_command, server_command
 
 RECORDER = """#!/usr/bin/env python3
 import json, os, sys
@@ -93,7 +93,7 @@ BUILT = {"tensorrt_llm": "1.2.1", "tensorrt": "10.14.1", "gpu": "NVIDIA H100 80G
 
 
 def test_toolchain_mismatch_names_both_sides() -> None:
-    from tasks.launcher import toolchain_mismatch
+    from tasks.triton.launcher import toolchain_mismatch
 
     assert toolchain_mismatch(BUILT, {**BUILT, "tensorrt": "10.14.1.48", "tensorrt_llm": "1.2.1+cu13"}) == []
     assert toolchain_mismatch(BUILT, {**BUILT, "gpu": "none", "compute_capability": "none"}) == []  # unknown here: not checked
@@ -104,8 +104,8 @@ def test_toolchain_mismatch_names_both_sides() -> None:
 
 
 def test_a_trt_server_refuses_a_repository_built_by_another_tensorrt_llm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from tasks import launcher
-    from tasks.launcher import check_repository_toolchain
+    from tasks.triton import launcher
+    from tasks.triton.launcher import check_repository_toolchain
 
     repo = tmp_path / "repo"
     repo.mkdir()
@@ -122,10 +122,11 @@ def test_a_trt_server_refuses_a_repository_built_by_another_tensorrt_llm(tmp_pat
 
 
 def test_the_running_tensorrt_version_is_the_known_one(monkeypatch: pytest.MonkeyPatch) -> None:
-    from tasks import engine, launcher, trtllm
+    from tasks.tools import trtexec, trtllm
+    from tasks.triton import launcher
 
     # As in the plan image: trtexec reports TensorRT, no TensorRT python package, no TensorRT-LLM.
-    monkeypatch.setattr(engine, "trt_fingerprint", lambda: {"tensorrt": "10.14.1", "gpu": "H100", "compute_capability": "9.0"})
+    monkeypatch.setattr(trtexec, "trt_fingerprint", lambda: {"tensorrt": "10.14.1", "gpu": "H100", "compute_capability": "9.0"})
     plan_image = {"tensorrt_llm": "not installed", "tensorrt": "not installed", "gpu": "H100", "compute_capability": "9.0"}
     monkeypatch.setattr(trtllm, "trt_fingerprint", lambda: plan_image)
     running = launcher.running_toolchain()

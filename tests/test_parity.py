@@ -8,7 +8,10 @@ from typing import Any
 
 import pytest
 
-from tasks import config, graph, layout, llm_layout, parity, perftools, repo, schema, workload
+from tasks.bench import perftools, workload
+from tasks.spec import schema
+from tasks.stages import config, graph, repo
+from tasks.triton import layout, llm_layout, parity
 from tests.test_perftools import flag, genai_kwargs, make_run
 
 # The shipped model files, one per family: their triton and engine blocks are what gets filled.

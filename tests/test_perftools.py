@@ -11,8 +11,8 @@ from typing import TypedDict
 import numpy as np
 import pytest
 
-from tasks import metrics, perftools
-from tasks.errors import UserError
+from tasks.bench import metrics, perftools
+from tasks.core.errors import UserError
 from tests.helpers import FAKES
 
 PA = perftools.PERF_ANALYZER

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tasks import platforms
+from tasks.commands import platforms
 from tests.helpers import FAKES, TINY_YAML, copy_project, doit_env, read_json, run_doit
 
 CACHED_STAGES = ("fetch:tiny", "export:tiny", "engine:tiny")

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tasks import engine, progress
+from tasks.console import progress
+from tasks.stages import engine
 from tests.helpers import Terminal
 
 TOOL = """\
@@ -53,9 +54,9 @@ def test_logs_get_a_still_running_line_with_the_tools_last_output(
     script = tmp_path / "tool.py"
     script.write_text(TOOL)
     monkeypatch.setattr(progress, "PLAIN_EVERY_S", 0.25)
-    with caplog.at_level(logging.INFO, logger="tasks.progress"):
+    with caplog.at_level(logging.INFO, logger="tasks.console.progress"):
         engine.run_tool([sys.executable, str(script)], tmp_path / "tool.log", "engine:m")
-    lines = [r.getMessage() for r in caplog.records if r.name == "tasks.progress"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "tasks.console.progress"]
     assert lines, "no progress line while the tool ran"
     assert all(line.startswith(f"still running: engine:m: {Path(sys.executable).name}: ") for line in lines)
     assert any("| [step 2/3] building layers" in line or "| [step 3/3] building layers" in line for line in lines)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from doit.task import Task
 
-from tasks.reporter import Reporter, summary
+from tasks.console.reporter import Reporter, summary
 from tests.helpers import TINY_YAML, Terminal, copy_project, run_doit
 
 

@@ -11,7 +11,7 @@ from tests.helpers import ROOT
 
 PROGRAM = """
 import os, signal, threading, time
-from tasks import lock
+from tasks.core import lock
 
 lock.save_state_on_sigterm()
 
@@ -38,7 +38,7 @@ def test_sigterm_inside_a_finalizer_still_stops_at_the_next_checkpoint() -> None
 
 HELD_IMPORT = """
 import os, signal, sys, threading
-from tasks import lock
+from tasks.core import lock
 
 lock.save_state_on_sigterm()
 threading.Timer(0.1, lambda: os.kill(os.getpid(), signal.SIGTERM)).start()

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.store import Store, StoreError, display_url
+from tasks.core.store import Store, StoreError, display_url
 from tests.s3server import S3Server
 
 

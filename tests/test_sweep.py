@@ -16,9 +16,9 @@ import tritonclient.grpc as grpcclient
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
-from tasks import compare
-from tasks.launcher import TritonServer
-from tasks.stage import Stage, StageContext
+from tasks.core.stage import Stage, StageContext
+from tasks.stages import compare
+from tasks.triton.launcher import TritonServer
 from tests.decoder_fixtures import build_tiny_decoder
 from tests.helpers import FAKES, TINY_YAML, copy_project, doit_env, edit, read_json, run_doit
 

@@ -2,8 +2,9 @@ from __future__ import annotations
 
 import pytest
 
-from tasks import lock, stage, trtexec
-from tasks.errors import UserError
+from tasks.core import lock, stage
+from tasks.core.errors import UserError
+from tasks.tools import trtexec
 from tests.helpers import FAKES
 
 

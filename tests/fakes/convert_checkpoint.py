@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the checkout who
 
 from safetensors.numpy import load_file, save_file
 
-from tasks.converters import Settings, converter
+from tasks.families.converters import Settings, converter
 
 
 def options(argv: list[str]) -> dict[str, str]:

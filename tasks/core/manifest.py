@@ -1,0 +1,93 @@
+"""Output manifests: relative path -> size and sha256, content only.
+
+Downstream stages depend on ``manifest.json``, so it must change exactly when the
+bytes of the output change.  Everything that describes *how* the output was made
+(action key, toolchain, timings, checks) goes to ``action.json`` beside it.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tasks.core import hashing
+from tasks.core.fsops import read_json
+
+MANIFEST = "manifest.json"
+RECORD = "action.json"
+_META = frozenset({MANIFEST, RECORD})
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """Content of one stage output directory."""
+
+    stage: str
+    model: str
+    target: str
+    files: dict[str, tuple[int, str]]
+    dirs: tuple[str, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "stage": self.stage,
+            "model": self.model,
+            "target": self.target,
+            "files": {rel: {"size": s, "sha256": h} for rel, (s, h) in sorted(self.files.items())},
+            "empty_dirs": list(self.dirs),
+        }
+
+    @classmethod
+    def from_json(cls, data: Any) -> Manifest | None:  # noqa: ANN401 - parsed JSON
+        try:
+            files = {rel: (int(v["size"]), str(v["sha256"])) for rel, v in data["files"].items()}
+            return cls(data["stage"], data["model"], data["target"], files, tuple(data["empty_dirs"]))
+        except (KeyError, TypeError, ValueError, AttributeError):
+            return None
+
+
+def scan(root: Path) -> tuple[dict[str, tuple[int, str]], tuple[str, ...]]:
+    """Every file under ``root`` (minus the meta files) with size and digest, and the empty dirs."""
+    files: dict[str, tuple[int, str]] = {}
+    empty: list[str] = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        here = Path(dirpath)
+        rel_dir = here.relative_to(root)
+        names = [n for n in filenames if not (rel_dir == Path() and n in _META)]
+        if not names and not dirnames and here != root:
+            empty.append(rel_dir.as_posix())
+        for name in names:
+            path = here / name
+            files[(rel_dir / name).as_posix()] = (path.stat().st_size, hashing.digest(path))
+    return dict(sorted(files.items())), tuple(sorted(empty))
+
+
+def load(meta_dir: Path) -> Manifest | None:
+    return Manifest.from_json(read_json(meta_dir / MANIFEST))
+
+
+def file_problem(path: Path, entry: tuple[int, str]) -> str | None:
+    """Why ``path`` no longer has the size and sha256 of ``entry``, or None."""
+    try:
+        st = path.stat()
+    except OSError:
+        return f"{path} is missing"
+    if st.st_size != entry[0] or hashing.cache().digest(path, st) != entry[1]:
+        return f"{path} was modified"
+    return None
+
+
+def verify(manifest: Manifest | None, out_dir: Path) -> str | None:
+    """Why ``out_dir`` no longer matches its manifest, or None when it does."""
+    if manifest is None:
+        return "no manifest"
+    for rel, entry in manifest.files.items():
+        problem = file_problem(out_dir / rel, entry)
+        if problem is not None:
+            return problem
+    for rel in manifest.dirs:
+        if not (out_dir / rel).is_dir():
+            return f"{out_dir / rel}/ is missing"
+    return None

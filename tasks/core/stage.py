@@ -1,0 +1,326 @@
+"""The one generic stage -> doit task function, and the runner every stage action goes through.
+
+A stage is data: upstream stages and raw files whose content matters, the params it
+reads (YAML subtree + toolchain items + its code version), one output directory and
+an action that fills a private work directory.  ``to_task`` derives ``file_dep``,
+``targets`` and ``uptodate`` from that; no stage writes them by hand.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from doit.exceptions import TaskFailed
+
+from tasks.core import cache, fsops, hashing, lock, manifest
+from tasks.core.errors import UserError
+
+log = logging.getLogger("tasks")
+
+Params = Mapping[str, Any]
+
+
+@dataclass
+class StageContext:
+    """What an action sees: its inputs, its params and the work dir it must fill."""
+
+    stage: Stage
+    out: Path
+    inputs: dict[str, Path]
+    record: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def params(self) -> Params:
+        return self.stage.params
+
+    def log_path(self, name: str) -> Path:
+        """Where a tool's full output goes: ``build/<model>/logs/<name>.log``."""
+        path = self.stage.log_dir / f"{name}.log"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
+
+
+Action = Callable[[StageContext], None]
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One node of the graph; ``name`` is the doit basename, ``model`` the sub-task name."""
+
+    name: str
+    model: str
+    params: Params
+    out_dir: Path
+    action: Action
+    doc: str
+    deps: Mapping[str, Stage] = field(default_factory=dict)
+    files: Sequence[Path] = ()
+    target: str = "any"
+    meta_dir: Path | None = None
+    log_dir: Path = Path("build/logs")
+    # Files of the output also kept at a stable place outside build/ (results/<m>/...).
+    published: Mapping[str, Path] = field(default_factory=dict)
+    # Shared through the artifact cache (tasks/core/cache.py) when one is configured.
+    cached: bool = False
+    # The running machine's toolchain, compared with params["toolchain"] before an upload (trt stages).
+    fingerprint: Callable[[], Mapping[str, Any]] | None = None
+
+    @property
+    def task_name(self) -> str:
+        return f"{self.name}:{self.model}"
+
+    @property
+    def meta(self) -> Path:
+        return self.meta_dir or self.out_dir
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.meta / manifest.MANIFEST
+
+
+def canonical(value: Any) -> Any:  # noqa: ANN401 - any JSON value
+    """JSON round trip: tuples become lists, keys sorted, so equal params compare equal."""
+    return json.loads(json.dumps(value, sort_keys=True))
+
+
+def _flatten(value: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:  # noqa: ANN401
+    if isinstance(value, dict) and value:
+        for key in sorted(value):
+            yield from _flatten(value[key], f"{prefix}.{key}" if prefix else str(key))
+    else:
+        yield prefix, value
+
+
+def describe_changes(old: Any, new: Any) -> list[str]:  # noqa: ANN401 - JSON values
+    """One readable line per changed leaf: ``engine.max_batch_size: 8 -> 32``."""
+    before, after = dict(_flatten(old)), dict(_flatten(new))
+    unset = "<unset>"
+    return [
+        f"{key}: {before.get(key, unset)} -> {after.get(key, unset)}"
+        for key in sorted(before.keys() | after.keys())
+        if before.get(key, unset) != after.get(key, unset)
+    ]
+
+
+def rebuild_source(stage: Stage) -> str:
+    """Where an outdated stage's output would come from; only ``doit info`` asks (a build never does)."""
+    if not stage.cached:
+        return "would build (not a cached stage)"
+    try:
+        key = action_key(stage, input_digests(stage))
+    except OSError:
+        return "would build (an input is not built yet)"
+    return cache.source_of(key)
+
+
+class ParamsCheck:
+    """doit ``uptodate`` entry: the params this stage reads are the ones of its last run."""
+
+    def __init__(self, stage: Stage) -> None:
+        self.stage = stage
+        self.params = canonical(stage.params)
+        self.changes: list[str] = []
+
+    def __call__(self, task: Any, values: dict[str, Any]) -> bool:  # noqa: ANN401 - doit Task
+        task.value_savers.append(lambda: {"params": self.params})
+        old = values.get("params")
+        if old == self.params:
+            return True
+        self.changes = ["never built"] if old is None else describe_changes(old, self.params)
+        return False
+
+    def __str__(self) -> str:
+        return f"params changed: {'; '.join(self.changes)}; {rebuild_source(self.stage)}"
+
+
+class OutputCheck:
+    """doit ``uptodate`` entry: the published output still matches its manifest."""
+
+    def __init__(self, stage: Stage) -> None:
+        self.stage = stage
+        self.reason = ""
+
+    def __call__(self) -> bool:
+        problem = output_problem(self.stage)
+        self.reason = problem or ""
+        return problem is None
+
+    def __str__(self) -> str:
+        return f"output of {self.stage.task_name} is not intact: {self.reason}; {rebuild_source(self.stage)}"
+
+
+def output_problem(stage: Stage) -> str | None:
+    """Why the published output (and its copies outside build/) no longer matches the manifest."""
+    content = manifest.load(stage.meta)
+    problem = manifest.verify(content, stage.out_dir)
+    if problem is not None or content is None:
+        return problem
+    for rel, dest in stage.published.items():
+        entry = content.files.get(rel)
+        problem = f"{dest} was modified" if entry is None else manifest.file_problem(dest, entry)
+        if problem is not None:
+            return problem
+    return None
+
+
+def input_paths(stage: Stage) -> list[Path]:
+    """The files whose content this stage depends on: upstream manifests, then raw files."""
+    return [dep.manifest_path for dep in stage.deps.values()] + list(stage.files)
+
+
+def input_names(paths: Sequence[Path]) -> list[str]:
+    """Names of input files that do not depend on where the checkout is.
+
+    A file inside the project is named by its relative path; one outside it (a pip
+    package's checkpoint, a local model folder) by ``external:`` and its path below the
+    deepest folder all of this stage's outside files share.  Two checkouts at different
+    paths, or two machines with different site-packages, so compute the same action key.
+    """
+    root = Path.cwd().resolve()
+    absolute = [p if p.is_absolute() else root / p for p in paths]
+    outside = [p for p in absolute if not p.is_relative_to(root)]
+    base = Path(os.path.commonpath(outside)) if outside else root
+    if len(outside) == 1:
+        base = outside[0].parent
+    return [p.relative_to(root).as_posix() if p.is_relative_to(root) else f"external:{p.relative_to(base).as_posix()}" for p in absolute]
+
+
+def input_digests(stage: Stage) -> dict[str, str]:
+    paths = input_paths(stage)
+    return {name: hashing.digest(p) for name, p in zip(input_names(paths), paths, strict=True)}
+
+
+def action_key(stage: Stage, inputs: Mapping[str, str]) -> str:
+    """Bazel-style key: params plus the content digest of every input file."""
+    blob = json.dumps({"params": canonical(stage.params), "inputs": dict(inputs)}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def to_task(stage: Stage) -> dict[str, Any]:
+    """The doit task dict of a stage (sub-task ``stage.model`` of basename ``stage.name``)."""
+    return {
+        "name": stage.model,
+        "doc": stage.doc,
+        "actions": [(run_stage, [stage])],
+        "file_dep": [p.as_posix() for p in input_paths(stage)],
+        "targets": [stage.manifest_path.as_posix(), *(p.as_posix() for p in stage.published.values())],
+        "uptodate": [ParamsCheck(stage), OutputCheck(stage)],
+        "verbosity": 2,
+    }
+
+
+def run_stage(stage: Stage) -> TaskFailed | None:
+    """Doit action: build the stage unless its published output already matches the key."""
+    try:
+        lock.hold()
+        lock.raise_if_interrupted()
+        _build(stage)
+    except UserError as exc:
+        return TaskFailed(str(exc))
+    return None
+
+
+def _reusable(stage: Stage, key: str) -> bool:
+    record = fsops.read_json(stage.meta / manifest.RECORD)
+    if not isinstance(record, dict) or record.get("key") != key:
+        return False
+    return manifest.verify(manifest.load(stage.meta), stage.out_dir) is None
+
+
+def _copy_published(stage: Stage) -> None:
+    # Copies, not hardlinks: a results file opened and edited in place must not alter build/.
+    for rel, dest in stage.published.items():
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
+        shutil.copyfile(stage.out_dir / rel, tmp)
+        tmp.replace(dest)
+
+
+def _build(stage: Stage) -> None:
+    # Input digests are taken before the action and checked after it: an input edited
+    # while the stage runs must not be recorded as the one it was built from.
+    inputs = input_digests(stage)
+    key = action_key(stage, inputs)
+    if _reusable(stage, key):
+        log.info("%s: output already built with these inputs and params; reused", stage.task_name)
+        with lock.uninterrupted():
+            _copy_published(stage)
+        return
+    work = fsops.tmp_sibling(stage.out_dir)
+    started = time.monotonic()
+    try:
+        with lock.uninterrupted():
+            fsops.remove_stale_tmp(stage.out_dir)
+            fsops.remove_tree(work)
+            work.mkdir(parents=True)
+        ctx = StageContext(stage, work, {role: dep.out_dir for role, dep in stage.deps.items()})
+        restored = cache.restore(stage, key, work)
+        if restored is None:
+            _run_action(stage, ctx, inputs)
+            restored = cache.upload(stage, key, work, ctx.record)
+        if restored is not None:
+            ctx.record = restored
+        with lock.uninterrupted():
+            _publish(stage, ctx, {"key": key, "inputs": inputs, "seconds": round(time.monotonic() - started, 3)})
+    finally:
+        with lock.uninterrupted():
+            fsops.remove_tree(work)
+
+
+def _run_action(stage: Stage, ctx: StageContext, inputs: Mapping[str, str]) -> None:
+    stage.action(ctx)
+    lock.raise_if_interrupted()
+    if input_digests(stage) != inputs:
+        raise UserError(stage.task_name, "an input changed while this stage ran; run doit again")
+
+
+def _reuse_identical(work: Path, files: dict[str, tuple[int, str]], stage: Stage) -> None:
+    """Point byte-identical files at the previous output's inodes.
+
+    Hardlinks elsewhere (the Triton repository) keep sharing one copy on disk, and
+    the digest cache, keyed by inode, needs no re-hash.
+    """
+    old = manifest.load(stage.meta)
+    if old is None or manifest.verify(old, stage.out_dir) is not None:
+        return
+    for rel, entry in files.items():
+        if old.files.get(rel) == entry:
+            staged = work / f"{rel}.relink"
+            fsops.link_or_copy(stage.out_dir / rel, staged)
+            staged.replace(work / rel)
+
+
+def _publish(stage: Stage, ctx: StageContext, facts: dict[str, Any]) -> None:
+    files, dirs = manifest.scan(ctx.out)
+    _reuse_identical(ctx.out, files, stage)
+    content = manifest.Manifest(stage.name, stage.model, stage.target, files, dirs).to_json()
+    record = {
+        "task": stage.task_name,
+        "params": canonical(stage.params),
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        **facts,
+        **ctx.record,
+    }
+    if stage.meta_dir is None:
+        fsops.write_json_atomic(ctx.out / manifest.MANIFEST, content)
+        fsops.write_json_atomic(ctx.out / manifest.RECORD, record)
+        old = fsops.swap_in(ctx.out, stage.out_dir)
+    else:
+        (stage.meta / manifest.RECORD).unlink(missing_ok=True)
+        old = fsops.swap_in(ctx.out, stage.out_dir)
+        fsops.write_json_atomic(stage.manifest_path, content)
+        fsops.write_json_atomic(stage.meta / manifest.RECORD, record)
+    if old is not None:
+        fsops.remove_tree(old)
+    _copy_published(stage)
+    how = "restored from the cache" if "from_cache" in record else "built"
+    log.info("%s: %s in %.1f s (%d files)", stage.task_name, how, facts["seconds"], len(files))

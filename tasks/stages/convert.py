@@ -1,0 +1,85 @@
+"""convert: an HF checkpoint -> a TensorRT-LLM checkpoint (config.json + rank{r}.safetensors per component).
+
+The family in the model YAML picks the converter module (``tasks.families.converters.FAMILIES``);
+every converter streams tensor by tensor, so a multi-GB checkpoint converts in about
+one tensor's worth of memory.  Throughput and peak memory go into ``action.json``.
+"""
+
+from __future__ import annotations
+
+import logging
+import resource
+import time
+from pathlib import Path
+
+from tasks.console import progress
+from tasks.core.stage import StageContext
+from tasks.families import converters
+
+log = logging.getLogger(__name__)
+
+CODE_VERSION = "1"
+TOOLCHAIN = ("safetensors", "torch")
+_STATUS = Path("/proc/self/status")
+_CLEAR_REFS = Path("/proc/self/clear_refs")
+_MB = 1e6
+
+
+def reset_peak_rss() -> bool:
+    """Restart the kernel's peak-RSS counter of this process (Linux: ``5`` > clear_refs); False if unsupported.
+
+    The stage runs inside doit's long-lived process, whose lifetime peak says nothing
+    about this stage; after the reset ``VmHWM`` is this stage's own peak.
+    """
+    try:
+        _CLEAR_REFS.write_text("5", encoding="ascii")
+    except OSError:
+        return False
+    return True
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory in MB: ``VmHWM`` where /proc has it, else getrusage's lifetime maximum."""
+    try:
+        for line in _STATUS.read_text(encoding="ascii").splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024 / _MB
+    except OSError:
+        pass
+    # ru_maxrss is in KiB on Linux.
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / _MB
+
+
+def action(ctx: StageContext) -> None:
+    where = ctx.stage.task_name
+    settings = converters.Settings.from_params(ctx.params["convert"], where)
+    family = str(ctx.params["family"])
+    convert = converters.converter(family, where)
+    source = ctx.inputs["hf"]
+    log.info("convert: %s -> TRT-LLM checkpoint (%s, %s, tp %d, pp %d)", source, family, settings.dtype, settings.tp_size, settings.pp_size)
+    own_peak = reset_peak_rss()
+    started = time.monotonic()
+    with progress.watch(f"{where}: converting", progress.tree_size(ctx.out)):
+        result = convert(source, ctx.out, settings, where)
+    seconds = max(time.monotonic() - started, 1e-9)
+    ctx.record["convert"] = {
+        "family": family,
+        "source_bytes": result.source_bytes,
+        "target_bytes": result.target_bytes,
+        "tensors": result.tensors,
+        "files": result.files,
+        "seconds": round(seconds, 3),
+        "source_mb_per_s": round(result.source_bytes / _MB / seconds, 1),
+        "target_mb_per_s": round(result.target_bytes / _MB / seconds, 1),
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+        "peak_rss_scope": "this stage" if own_peak else "whole process",
+        "vocab_padded_to": result.vocab_padded,
+    }
+    log.info(
+        "convert: %.0f MB -> %.0f MB in %.1f s (%.0f MB/s), peak RSS %.0f MB",
+        result.source_bytes / _MB,
+        result.target_bytes / _MB,
+        seconds,
+        result.source_bytes / _MB / seconds,
+        ctx.record["convert"]["peak_rss_mb"],
+    )

@@ -1,0 +1,149 @@
+"""repo: ``repos/<model>/``, a Triton model repository assembled from upstream outputs.
+
+Files are hardlinks into ``build/`` (a multi-GB plan is never copied unless build
+and repos sit on different filesystems).  The finished tree replaces the old one
+in a single rename; if anything fails before that, the previous repository stays
+as it was and can still be served.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from tasks.core import fsops, manifest
+from tasks.core.errors import UserError
+from tasks.core.stage import StageContext
+from tasks.tools import toolchain
+from tasks.triton import layout
+
+log = logging.getLogger(__name__)
+
+CODE_VERSION = "3"
+TOOLCHAIN_FILE = toolchain.REPOSITORY_FILE
+
+
+def link_tree(src: Path, dest: Path) -> int:
+    """Hardlink every file under ``src`` to the same place under ``dest``; return how many were copied.
+
+    Directories are recreated too, empty ones included: an ensemble's empty version folder
+    (``<model>/1/``) is what makes Triton see a version of it.
+    """
+    if src.is_file():
+        return 0 if fsops.link_or_copy(src, dest) else 1
+    copies = 0
+    for dirpath, _, filenames in os.walk(src):
+        (dest / Path(dirpath).relative_to(src)).mkdir(parents=True, exist_ok=True)
+        for name in filenames:
+            path = Path(dirpath) / name
+            copies += 0 if fsops.link_or_copy(path, dest / path.relative_to(src)) else 1
+    return copies
+
+
+def link_model(model: layout.TritonModel, config_dir: Path, inputs: dict[str, Path], dest: Path) -> int:
+    """One Triton model directory: its filled config tree plus its artifacts and empty dirs."""
+    copies = link_tree(config_dir, dest)
+    for art in model.artifacts:
+        src = inputs[art.role] / art.source
+        if not src.exists():
+            if art.required:
+                raise UserError(f"repo {model.name}", f"{src} is missing; the {art.role} stage did not produce {art.source}")
+            continue
+        copies += link_tree(src, dest / art.dest)
+    for rel in model.empty_dirs:
+        (dest / rel).mkdir(parents=True, exist_ok=True)
+    return copies
+
+
+def rewrite_paths(tree: Path, old: Path, new: Path) -> int:
+    """Point ``config.pbtxt`` paths under ``old`` at ``new``; return how many files changed.
+
+    The files are hardlinks into build/: each changed one is replaced, never edited in place.
+    """
+    if any(c in str(new) for c in '"\\\n'):
+        # The paths are pbtxt string literals.
+        raise UserError(str(tree), f"the repository path {str(new)!r} holds a quote, backslash or newline; move the project")
+    changed = 0
+    for config in sorted(tree.rglob("config.pbtxt")):
+        text = config.read_text(encoding="utf-8")
+        updated = text.replace(f"{old}/", f"{new}/").replace(f'"{old}"', f'"{new}"')
+        if updated != text:
+            config.unlink()
+            config.write_text(updated, encoding="utf-8")
+            changed += 1
+    return changed
+
+
+# What a repository takes from each member of an ensemble: role -> the member's stage giving it.
+MEMBER_STAGES = {"config": "config", "engine": "engine", "hf": "fetch"}
+
+
+def link_models(models: list[layout.TritonModel], inputs: dict[str, Path], out: Path, owner: str) -> int:
+    copies = 0
+    for model in models:
+        config_dir = inputs["config"] / model.name
+        if not config_dir.is_dir():
+            raise UserError(f"repo {model.name}", f"{config_dir} is missing; run doit config:{owner}")
+        if (out / model.name).exists():
+            raise UserError(f"repo {model.name}", f"two models of this repository are named {model.name}; rename one model file")
+        copies += link_model(model, config_dir, inputs, out / model.name)
+    return copies
+
+
+def member_key(member: str, role: str) -> str:
+    """How the graph names a member's upstream output among an ensemble's inputs."""
+    return f"{member}:{role}"
+
+
+def member_inputs(inputs: dict[str, Path], member: str) -> dict[str, Path]:
+    """A member's upstream outputs, which the graph passes in as ``<member>:<role>``."""
+    return {role: inputs[member_key(member, role)] for role in MEMBER_STAGES}
+
+
+def link_member(member: Mapping[str, str], inputs: dict[str, Path], target: str, out: Path) -> int:
+    """A member encoder's models (``member``: its name and family), from its own config, engine and checkpoint."""
+    models = layout.triton_models("encoder", member["name"], target, inputs["hf"], family=member["family"])
+    return link_models(models, inputs, out, member["name"])
+
+
+def engine_toolchain(engine_dir: Path) -> dict[str, Any]:
+    """The toolchain an engine stage recorded (TensorRT / TensorRT-LLM versions, GPU), from its action record."""
+    record = fsops.read_json(engine_dir / manifest.RECORD)
+    params = record.get("params") if isinstance(record, dict) else None
+    toolchain = params.get("toolchain") if isinstance(params, dict) else None
+    return dict(toolchain) if isinstance(toolchain, dict) else {}
+
+
+def write_toolchain(ctx: StageContext, engines: dict[str, Path]) -> None:
+    """``toolchain.json`` at the repository root (Triton ignores files there): what built each model's engines.
+
+    It travels with the repository, so the launcher can refuse to serve engines on a TensorRT,
+    TensorRT-LLM or GPU other than the one that built them.
+    """
+    built = {name: engine_toolchain(folder) for name, folder in engines.items()}
+    fsops.write_json_atomic(ctx.out / TOOLCHAIN_FILE, {"target": ctx.params["target"], "engines": built})
+
+
+def action(ctx: StageContext) -> None:
+    params = ctx.params
+    searchable = bool(params.get("searchable"))
+    kind, name, family = params["kind"], params["name"], params.get("family", "")
+    models = layout.triton_models(kind, name, params["target"], ctx.inputs.get("hf"), family=family, searchable=searchable)
+    copies = link_models(models, ctx.inputs, ctx.out, params["name"])
+    engines: dict[str, Path] = {}
+    # An ensemble's members are linked in whole, so repos/<ensemble> serves on its own.
+    for member in params.get("members", {}).values():
+        inputs = member_inputs(ctx.inputs, member["name"])
+        copies += link_member(member, inputs, params["target"], ctx.out)
+        engines[member["name"]] = inputs["engine"]
+    if "engine" in ctx.inputs:
+        engines[name] = ctx.inputs["engine"]
+    write_toolchain(ctx, engines)
+    # Absolute paths the config stage left at the marker root now name this repository.
+    rewrite_paths(ctx.out, layout.REPOSITORY_MARKER, ctx.stage.out_dir.resolve())
+    ctx.record["copied_files"] = copies
+    if copies:
+        log.warning("repo: %d files were copied, not hardlinked (build/ and repos/ are on different filesystems)", copies)
