@@ -13,7 +13,7 @@ from tasks.core import hashing
 from tasks.core.stage import Stage, canonical, input_names, input_paths
 from tasks.stages import graph
 from tasks.tools import toolchain
-from tasks.triton import layout
+from tasks.triton import repository
 from tests.decoder_fixtures import build_tiny_decoder
 from tests.helpers import FAKES, ROOT, copy_project
 
@@ -86,7 +86,7 @@ def test_trt_llm_configs_name_the_marker_root_until_the_repository_is_assembled(
          "cross_kv_cache_fraction": None, "batch_scheduler_policy": "guaranteed_no_evict"},
         {"max_input_len": 8, "max_output_len": 8},
         "trt",
-        layout.REPOSITORY_MARKER,
+        repository.REPOSITORY_MARKER,
         {},
     )  # fmt: skip
-    assert values["decoder_engine_dir"] == f"{layout.REPOSITORY_MARKER}/tensorrt_llm/1/engine"
+    assert values["decoder_engine_dir"] == f"{repository.REPOSITORY_MARKER}/tensorrt_llm/1/engine"

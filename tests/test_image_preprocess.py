@@ -19,7 +19,7 @@ from tritonclient.utils import InferenceServerException
 
 from tasks.stages import config
 from tasks.triton.launcher import TritonServer
-from tasks.triton.layout import TEMPLATES
+from tasks.triton.repository import TEMPLATES
 
 TEMPLATE = TEMPLATES / "image" / "preprocess"
 OPENAI_CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]

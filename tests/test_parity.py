@@ -11,7 +11,7 @@ import pytest
 from tasks.bench import perftools, workload
 from tasks.spec import schema
 from tasks.stages import config, graph, repo
-from tasks.triton import layout, llm_layout, parity
+from tasks.triton import llm_layout, parity, repository
 from tests.test_perftools import flag, genai_kwargs, make_run
 
 # The shipped model files, one per family: their triton and engine blocks are what gets filled.
@@ -94,14 +94,14 @@ def test_what_the_bench_sends_is_declared_by_the_ensemble(trt_t5: dict[str, Any]
 def test_the_repository_root_rewrite_moves_the_tokenizer_dir_with_the_engine_paths(tmp_path: Path) -> None:
     # The config stage fills paths under the marker root; the repo stage (and promote, pull) point them at the real place.
     variant, dest = tmp_path / "repos/m@tp2", tmp_path / "repos/m"
-    values = llm_layout.template_values("m", _triton(), _engine(), "trt", layout.REPOSITORY_MARKER, {"is_encoder_decoder": False})
+    values = llm_layout.template_values("m", _triton(), _engine(), "trt", repository.REPOSITORY_MARKER, {"is_encoder_decoder": False})
     for model in llm_layout.llm_models("trt", tokenizer_files=[], hf_files=[]):
         config.render_model(model, values, variant)
-    assert repo.rewrite_paths(variant, layout.REPOSITORY_MARKER, dest) == 3  # tensorrt_llm, preprocessing, postprocessing
+    assert repo.rewrite_paths(variant, repository.REPOSITORY_MARKER, dest) == 3  # tensorrt_llm, preprocessing, postprocessing
     text = (variant / "tensorrt_llm/config.pbtxt").read_text()
     backend = params(config.parse(text, variant))
     assert (backend["tokenizer_dir"], backend["gpt_model_path"]) == (f"{dest}/preprocessing/1/tokenizer", f"{dest}/tensorrt_llm/1/engine")
-    assert str(layout.REPOSITORY_MARKER) not in text
+    assert str(repository.REPOSITORY_MARKER) not in text
 
 
 def _triton() -> dict[str, Any]:

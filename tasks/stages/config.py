@@ -19,7 +19,7 @@ from tasks.core.errors import UserError
 from tasks.core.stage import StageContext
 from tasks.families import encoders
 from tasks.families.converters import read_checkpoint_config
-from tasks.triton import layout
+from tasks.triton import layout, repository
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +84,7 @@ def modality_values(family: str, hf_dir: Path, hf_config: Mapping[str, Any], eng
     return {"modality": "text", "max_seq_len": engine["max_seq_len"]}
 
 
-def values(ctx: StageContext, models: list[layout.TritonModel]) -> dict[str, object]:
+def values(ctx: StageContext, models: list[repository.TritonModel]) -> dict[str, object]:
     triton, params = ctx.params["triton"], ctx.params
     hf_config = read_checkpoint_config(ctx.inputs["hf"], ctx.stage.task_name)
     signature = encoders.family(params["family"]).signature(hf_config)
@@ -109,7 +109,7 @@ def values(ctx: StageContext, models: list[layout.TritonModel]) -> dict[str, obj
     }
 
 
-def render_model(model: layout.TritonModel, filled: Mapping[str, object], out: Path) -> None:
+def render_model(model: repository.TritonModel, filled: Mapping[str, object], out: Path) -> None:
     """config.pbtxt filled and checked; other template files (python models) copied as they are."""
     dest = out / model.name
     for path in sorted(model.template_dir.rglob("*")):
@@ -132,7 +132,7 @@ def llm_values(ctx: StageContext) -> dict[str, object]:
 
     params = ctx.params
     hf_config = read_checkpoint_config(ctx.inputs["hf"], ctx.stage.task_name)
-    root = layout.REPOSITORY_MARKER
+    root = repository.REPOSITORY_MARKER
     return llm_layout.template_values(params["name"], params["triton"], params["engine"], params["target"], root, hf_config)
 
 

@@ -27,7 +27,7 @@ from tasks.spec.schema import (
 )
 from tasks.stages import bench, compare, config, convert, engine, engine_llm, export, fetch, index, repo
 from tasks.tools import toolchain, trtexec, trtllm
-from tasks.triton import layout
+from tasks.triton import layout, repository
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +129,7 @@ class ModelGraph:
     def config(self, deps: Mapping[str, Stage], params: Mapping[str, Any]) -> Stage:
         spec = self.spec
         models = layout.triton_models(spec.kind, spec.name, self.target, None, family=spec.family, searchable="index" in params)
-        templates = layout.template_files(models)
+        templates = repository.template_files(models)
         full = {"name": spec.name, "kind": spec.kind, "family": spec.family, **params, "target": self.target, "code": config.CODE_VERSION}
         doc = f"Triton configs of {spec.variant}"
         return self.stage("config", full, config.action, doc, deps=deps, files=[_rel(p) for p in templates], target=self.target)

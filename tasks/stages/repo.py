@@ -18,7 +18,7 @@ from tasks.core import fsops, manifest
 from tasks.core.errors import UserError
 from tasks.core.stage import StageContext
 from tasks.tools import toolchain
-from tasks.triton import layout
+from tasks.triton import layout, repository
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ def link_tree(src: Path, dest: Path) -> int:
     return copies
 
 
-def link_model(model: layout.TritonModel, config_dir: Path, inputs: dict[str, Path], dest: Path) -> int:
+def link_model(model: repository.TritonModel, config_dir: Path, inputs: dict[str, Path], dest: Path) -> int:
     """One Triton model directory: its filled config tree plus its artifacts and empty dirs."""
     copies = link_tree(config_dir, dest)
     for art in model.artifacts:
@@ -81,7 +81,7 @@ def rewrite_paths(tree: Path, old: Path, new: Path) -> int:
 MEMBER_STAGES = {"config": "config", "engine": "engine", "hf": "fetch"}
 
 
-def link_models(models: list[layout.TritonModel], inputs: dict[str, Path], out: Path, owner: str) -> int:
+def link_models(models: list[repository.TritonModel], inputs: dict[str, Path], out: Path, owner: str) -> int:
     copies = 0
     for model in models:
         config_dir = inputs["config"] / model.name
@@ -143,7 +143,7 @@ def action(ctx: StageContext) -> None:
         engines[name] = ctx.inputs["engine"]
     write_toolchain(ctx, engines)
     # Absolute paths the config stage left at the marker root now name this repository.
-    rewrite_paths(ctx.out, layout.REPOSITORY_MARKER, ctx.stage.out_dir.resolve())
+    rewrite_paths(ctx.out, repository.REPOSITORY_MARKER, ctx.stage.out_dir.resolve())
     ctx.record["copied_files"] = copies
     if copies:
         log.warning("repo: %d files were copied, not hardlinked (build/ and repos/ are on different filesystems)", copies)

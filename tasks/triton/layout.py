@@ -7,41 +7,15 @@ the encoder's implementation differs (TensorRT plan vs onnxruntime python model)
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 from tasks.core.manifest import MANIFEST, RECORD
 from tasks.families import encoders
+from tasks.triton import llm_layout
+from tasks.triton.repository import Artifact, TritonModel
 
-TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
-# Configs that need the repository's absolute path (TensorRT-LLM engine paths) are filled with this
-# root; the repo stage (and promote) rewrite it to where the repository is.  So no cached stage's
-# params or outputs hold the checkout's path, and two checkouts agree on every action key.
-REPOSITORY_MARKER = Path("/__tritongraph_repository__")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 PREPROCESSOR_FILE = "preprocessor_config.json"
-
-
-@dataclass(frozen=True)
-class Artifact:
-    """A file or directory tree taken from an upstream stage's output into a Triton model directory."""
-
-    role: str  # which upstream stage: "engine", "hf", ...
-    source: str  # path inside that stage's output (a directory is linked file by file)
-    dest: str  # path inside the Triton model directory
-    required: bool = True
-
-
-@dataclass(frozen=True)
-class TritonModel:
-    name: str
-    template: str  # folder under tasks/templates
-    artifacts: tuple[Artifact, ...] = ()
-    empty_dirs: tuple[str, ...] = ()
-
-    @property
-    def template_dir(self) -> Path:
-        return TEMPLATES / self.template
 
 
 def front_model(model: str, family: str) -> TritonModel:
@@ -92,14 +66,7 @@ def triton_models(
         return encoder_models(name, target, family)
     if kind == "ensemble":
         return ensemble_models(name, searchable)
-    from tasks.triton import llm_layout  # noqa: PLC0415 - llm_layout builds on this module
-
     # The fetch stage's own manifest and action record describe the build, not the checkpoint.
     files = [p.name for p in hf_dir.iterdir() if p.is_file() and p.name not in {MANIFEST, RECORD}] if hf_dir is not None else []
     tokenizer, model = llm_layout.split_checkpoint_files(files)
     return llm_layout.llm_models(target, tokenizer_files=tokenizer, hf_files=model, engine_dirs=llm_layout.engine_dirs(family))
-
-
-def template_files(models: list[TritonModel]) -> list[Path]:
-    """Every template file the config stage reads (its raw-file inputs)."""
-    return sorted(p for m in models for p in m.template_dir.rglob("*") if p.is_file() and "__pycache__" not in p.parts)

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from tasks.triton import layout
+from tasks.triton import repository
 
 MODEL_NAMES = ("ensemble", "preprocessing", "tensorrt_llm", "postprocessing", "tensorrt_llm_bls")
 # Where the python models find their files, relative to the Triton model directory.
@@ -54,14 +54,14 @@ def split_checkpoint_files(names: Iterable[str]) -> tuple[list[str], list[str]]:
     return tokenizer, model
 
 
-def _hf_links(files: Sequence[str], dest: str) -> tuple[layout.Artifact, ...]:
+def _hf_links(files: Sequence[str], dest: str) -> tuple[repository.Artifact, ...]:
     # The caller lists files that exist in the fetched folder, so each one is required.
-    return tuple(layout.Artifact("hf", name, f"{dest}/{name}") for name in files)
+    return tuple(repository.Artifact("hf", name, f"{dest}/{name}") for name in files)
 
 
 def llm_models(
     target: str, *, tokenizer_files: Sequence[str], hf_files: Sequence[str], engine_dirs: Sequence[str] = ENGINE_DIRS
-) -> list[layout.TritonModel]:
+) -> list[repository.TritonModel]:
     """The five models of the repository, in the order ensemble, preprocessing, tensorrt_llm, postprocessing, BLS.
 
     ``tokenizer_files`` are linked into ``preprocessing/1/tokenizer/`` and ``postprocessing/1/tokenizer/``;
@@ -69,19 +69,19 @@ def llm_models(
     (``encoder/`` and ``decoder/``, or ``engine/``) become ``tensorrt_llm/1/<dir>/``.
     """
     if target == "trt":
-        engines = tuple(layout.Artifact("engine", d, f"1/{d}") for d in engine_dirs)
-        tensorrt_llm = layout.TritonModel("tensorrt_llm", "llm/tensorrt_llm_trt", engines)
+        engines = tuple(repository.Artifact("engine", d, f"1/{d}") for d in engine_dirs)
+        tensorrt_llm = repository.TritonModel("tensorrt_llm", "llm/tensorrt_llm_trt", engines)
     elif target == "cpu":
-        tensorrt_llm = layout.TritonModel("tensorrt_llm", "llm/tensorrt_llm_cpu", _hf_links(hf_files, HF_DIR))
+        tensorrt_llm = repository.TritonModel("tensorrt_llm", "llm/tensorrt_llm_cpu", _hf_links(hf_files, HF_DIR))
     else:
         raise ValueError(target)
     tokenizer = _hf_links(tokenizer_files, TOKENIZER_DIR)
     return [
-        layout.TritonModel("ensemble", "llm/ensemble", empty_dirs=("1",)),
-        layout.TritonModel("preprocessing", "llm/preprocessing", tokenizer),
+        repository.TritonModel("ensemble", "llm/ensemble", empty_dirs=("1",)),
+        repository.TritonModel("preprocessing", "llm/preprocessing", tokenizer),
         tensorrt_llm,
-        layout.TritonModel("postprocessing", "llm/postprocessing", tokenizer),
-        layout.TritonModel("tensorrt_llm_bls", "llm/tensorrt_llm_bls"),
+        repository.TritonModel("postprocessing", "llm/postprocessing", tokenizer),
+        repository.TritonModel("tensorrt_llm_bls", "llm/tensorrt_llm_bls"),
     ]
 
 
@@ -121,7 +121,7 @@ def template_values(  # noqa: PLR0917 - the config stage's call, one argument pe
     """Every placeholder of the five templates (for both targets) filled from the YAML blocks.
 
     ``name`` is the YAML model name; ``repo_dir`` the absolute root engine paths start from (the
-    tensorrtllm backend wants absolute paths): the config stage passes ``layout.REPOSITORY_MARKER``,
+    tensorrtllm backend wants absolute paths): the config stage passes ``repository.REPOSITORY_MARKER``,
     which the repo stage rewrites.  ``hf_config`` is the checkpoint's config.json.
     """
     if target == "trt" and not repo_dir.is_absolute():
