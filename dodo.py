@@ -30,7 +30,7 @@ from tasks.commands import plan, platforms, promote, publish, pull, serve
 from tasks.commands.conformance import kit as conformance
 from tasks.console import logs
 from tasks.console.reporter import Reporter
-from tasks.core import cache, hashing, lock
+from tasks.core import cache, hashing, interrupts, lock
 from tasks.stages import graph
 from tasks.tools import toolchain
 
@@ -51,7 +51,7 @@ DOIT_CONFIG = {
 MUTATES = lock.command_mutates(sys.argv[1:])
 if MUTATES:
     lock.hold()
-    lock.save_state_on_sigterm()
+    interrupts.save_state_on_sigterm()
 
 TARGET = toolchain.resolve_target(get_var("target", "auto"))
 GRAPH = graph.build_graph(TARGET)

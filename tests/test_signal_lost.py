@@ -11,9 +11,9 @@ from tests.helpers import ROOT
 
 PROGRAM = """
 import os, signal, threading, time
-from tasks.core import lock
+from tasks.core import interrupts, lock
 
-lock.save_state_on_sigterm()
+interrupts.save_state_on_sigterm()
 
 class Slow:
     def __del__(self):
@@ -24,7 +24,7 @@ slow = Slow()
 del slow  # SIGTERM's KeyboardInterrupt is raised inside __del__, where Python ignores it
 print("still running")
 try:
-    lock.raise_if_interrupted()
+    interrupts.raise_if_interrupted()
 except KeyboardInterrupt:
     print("stopped at the checkpoint")
 """
@@ -40,10 +40,10 @@ HELD_IMPORT = """
 import os, signal, sys, threading
 from tasks.core import lock
 
-lock.save_state_on_sigterm()
+interrupts.save_state_on_sigterm()
 threading.Timer(0.1, lambda: os.kill(os.getpid(), signal.SIGTERM)).start()
 try:
-    lock.import_held("slow_native")  # sleeps 0.5 s while importing, as torch's C++ initialisers take seconds
+    interrupts.import_held("slow_native")  # sleeps 0.5 s while importing, as torch's C++ initialisers take seconds
 except KeyboardInterrupt:
     print("stopped after the import; finished:", sys.modules["slow_native"].FINISHED)
 """

@@ -27,7 +27,7 @@ from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tritonclient.utils import np_to_triton_dtype
 
 from tasks.bench import serverstats
-from tasks.core import lock
+from tasks.core import interrupts
 from tasks.core.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -315,7 +315,7 @@ def _windows(client: Client, workers: _Workers, marks: list[Mark], settings: Set
     windows: list[tuple[float, float]] = []
     for _ in range(settings.max_trials):
         time.sleep(settings.measurement_interval_s)
-        lock.raise_if_interrupted()
+        interrupts.raise_if_interrupted()
         marks.append(Mark(time.perf_counter_ns(), len(workers.samples), client.stats()))
         bad = workers.first_error(marks[-2].count)
         if bad is not None:

@@ -32,7 +32,7 @@ import numpy as np
 
 from tasks.bench import metrics, workload
 from tasks.console import progress
-from tasks.core import lock
+from tasks.core import interrupts
 from tasks.core.errors import UserError
 from tasks.triton.launcher import exit_status, group_pids
 
@@ -357,7 +357,7 @@ def _wait_exit(pid: int, timeout_s: float, *, interruptible: bool = False) -> in
         if time.monotonic() >= deadline:
             return None
         if interruptible:
-            lock.raise_if_interrupted()
+            interrupts.raise_if_interrupted()
         time.sleep(_POLL_S)
     return status
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from tasks.core import fsops, lock
+from tasks.core import fsops, interrupts
 from tasks.core.errors import UserError
 
 # Vocabulary pieces carry a word-start or continuation marker depending on the tokenizer family.
@@ -31,7 +31,7 @@ class Prompt:
 
 def load_tokenizer(folder: Path) -> Any:  # noqa: ANN401 - a transformers tokenizer
     """The served model's tokenizer, from the files the repository ships (never the Hub)."""
-    lock.import_held("torch", "transformers")  # AutoTokenizer loads torch; seconds, only bench needs it
+    interrupts.import_held("torch", "transformers")  # AutoTokenizer loads torch; seconds, only bench needs it
     from transformers import AutoTokenizer  # noqa: PLC0415
 
     try:

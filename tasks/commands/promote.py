@@ -16,7 +16,7 @@ from typing import Any
 
 from doit.exceptions import TaskFailed
 
-from tasks.core import fsops, lock
+from tasks.core import fsops, interrupts
 from tasks.core.errors import UserError
 from tasks.spec.schema import ModelSpec, server_ranks
 from tasks.stages import repo
@@ -33,7 +33,7 @@ def publish(variant: ModelSpec) -> Path:
     if not (source / repo.TOOLCHAIN_FILE).is_file():
         raise UserError(f"promote:{variant.variant}", f"{source} is not a finished repository; run doit build:{variant.variant}")
     work = fsops.tmp_sibling(dest)
-    with lock.uninterrupted():
+    with interrupts.uninterrupted():
         fsops.remove_stale_tmp(dest)
     try:
         work.mkdir(parents=True)
@@ -47,13 +47,13 @@ def publish(variant: ModelSpec) -> Path:
             "rewritten_configs": rewritten,
         }
         fsops.write_json_atomic(work / PROMOTED_FILE, facts)
-        lock.raise_if_interrupted()
-        with lock.uninterrupted():
+        interrupts.raise_if_interrupted()
+        with interrupts.uninterrupted():
             old = fsops.swap_in(work, dest)
             if old is not None:
                 fsops.remove_tree(old)
     finally:
-        with lock.uninterrupted():
+        with interrupts.uninterrupted():
             if work.exists():
                 fsops.remove_tree(work)
     return dest

@@ -21,7 +21,7 @@ from typing import Any
 from doit.exceptions import TaskFailed
 
 from tasks.commands.publish import INDEX, LATEST, Published, prefix_of, store_from_settings
-from tasks.core import fsops, hashing, lock, manifest
+from tasks.core import fsops, hashing, interrupts, manifest
 from tasks.core.errors import UserError
 from tasks.core.store import Store, StoreError
 from tasks.stages.graph import Graph
@@ -88,7 +88,7 @@ def pull(store: Store, model: str, digest: str, dest: Path) -> Published:
     """Materialise the publication at ``dest`` (atomic swap); returns what was pulled."""
     published = read_index(store, model, resolve_digest(store, model, digest))
     work = fsops.tmp_sibling(dest)
-    with lock.uninterrupted():
+    with interrupts.uninterrupted():
         fsops.remove_stale_tmp(dest)
     try:
         work.mkdir(parents=True)
@@ -96,13 +96,13 @@ def pull(store: Store, model: str, digest: str, dest: Path) -> Published:
         rewritten = rewrite_paths(work, Path(published.root), dest.resolve())
         facts = {"model": model, "digest": published.digest, "store": store.url, "pulled": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         fsops.write_json_atomic(work / PULLED_FILE, {**facts, "rewritten_configs": rewritten, "downloaded_files": downloads})
-        lock.raise_if_interrupted()
-        with lock.uninterrupted():
+        interrupts.raise_if_interrupted()
+        with interrupts.uninterrupted():
             old = fsops.swap_in(work, dest)
             if old is not None:
                 fsops.remove_tree(old)
     finally:
-        with lock.uninterrupted():
+        with interrupts.uninterrupted():
             if work.exists():
                 fsops.remove_tree(work)
     log.info("pull: %s %s at %s (%d downloaded, %d configs rewritten)", model, published.digest[:16], dest, downloads, rewritten)

@@ -14,7 +14,7 @@ from typing import Any
 from doit.exceptions import TaskFailed
 
 from tasks.commands.promote import promoted_ranks
-from tasks.core import lock
+from tasks.core import interrupts, lock
 from tasks.core.errors import UserError
 from tasks.spec.schema import server_ranks
 from tasks.stages.graph import BUILD, REPOS, Graph
@@ -50,7 +50,7 @@ def serve(model: str, target: str, address: str, ports: dict[str, str], ranks: d
     lock.release()
     try:
         server.start()
-        lock.raise_if_interrupted()
+        interrupts.raise_if_interrupted()
     except UserError as exc:
         return TaskFailed(str(exc))
     except KeyboardInterrupt:
@@ -68,10 +68,10 @@ def serve(model: str, target: str, address: str, ports: dict[str, str], ranks: d
     )
     try:
         # Polled, not a blocking wait: a Ctrl-C whose KeyboardInterrupt Python dropped
-        # (see lock.raise_if_interrupted) must still stop the server.
+        # (see interrupts.raise_if_interrupted) must still stop the server.
         while not server.exited():
             time.sleep(_POLL_S)
-            lock.raise_if_interrupted()
+            interrupts.raise_if_interrupted()
         code = server.stop()
     except KeyboardInterrupt:
         log.info("serve: stopping")

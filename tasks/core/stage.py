@@ -21,7 +21,7 @@ from typing import Any
 
 from doit.exceptions import TaskFailed
 
-from tasks.core import cache, fsops, hashing, lock, manifest
+from tasks.core import cache, fsops, hashing, interrupts, lock, manifest
 from tasks.core.errors import UserError
 
 log = logging.getLogger("tasks")
@@ -222,7 +222,7 @@ def run_stage(stage: Stage) -> TaskFailed | None:
     """Doit action: build the stage unless its published output already matches the key."""
     try:
         lock.hold()
-        lock.raise_if_interrupted()
+        interrupts.raise_if_interrupted()
         _build(stage)
     except UserError as exc:
         return TaskFailed(str(exc))
@@ -252,13 +252,13 @@ def _build(stage: Stage) -> None:
     key = action_key(stage, inputs)
     if _reusable(stage, key):
         log.info("%s: output already built with these inputs and params; reused", stage.task_name)
-        with lock.uninterrupted():
+        with interrupts.uninterrupted():
             _copy_published(stage)
         return
     work = fsops.tmp_sibling(stage.out_dir)
     started = time.monotonic()
     try:
-        with lock.uninterrupted():
+        with interrupts.uninterrupted():
             fsops.remove_stale_tmp(stage.out_dir)
             fsops.remove_tree(work)
             work.mkdir(parents=True)
@@ -269,16 +269,16 @@ def _build(stage: Stage) -> None:
             restored = cache.upload(stage, key, work, ctx.record)
         if restored is not None:
             ctx.record = restored
-        with lock.uninterrupted():
+        with interrupts.uninterrupted():
             _publish(stage, ctx, {"key": key, "inputs": inputs, "seconds": round(time.monotonic() - started, 3)})
     finally:
-        with lock.uninterrupted():
+        with interrupts.uninterrupted():
             fsops.remove_tree(work)
 
 
 def _run_action(stage: Stage, ctx: StageContext, inputs: Mapping[str, str]) -> None:
     stage.action(ctx)
-    lock.raise_if_interrupted()
+    interrupts.raise_if_interrupted()
     if input_digests(stage) != inputs:
         raise UserError(stage.task_name, "an input changed while this stage ran; run doit again")
 

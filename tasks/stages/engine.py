@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from tasks.console import progress
-from tasks.core import fsops, lock
+from tasks.core import fsops, interrupts
 from tasks.core.errors import UserError
 from tasks.core.stage import StageContext
 from tasks.families import encoders
@@ -144,7 +144,7 @@ def build_trt(ctx: StageContext) -> None:
 
 
 def build_cpu(ctx: StageContext) -> None:
-    lock.import_held("onnxruntime")  # heavy; only this action needs it
+    interrupts.import_held("onnxruntime")  # heavy; only this action needs it
     import onnxruntime as ort  # noqa: PLC0415
 
     unused = [k for k in _TRT_ONLY if ctx.params["engine"].get(k) not in (None, [], {}, "fp32")]

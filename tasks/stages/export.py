@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tasks.console import logs
-from tasks.core import fsops, lock
+from tasks.core import fsops, interrupts
 from tasks.core.errors import UserError
 from tasks.core.stage import StageContext
 from tasks.families import encoders
@@ -77,7 +77,7 @@ def compare(module: torch.nn.Module, path: Path, signature: encoders.Signature, 
 
 
 def _run(ctx: StageContext, family: encoders.Family, settings: Mapping[str, Any], log_path: Path) -> float:
-    lock.import_held("torch", "transformers", "onnx", "onnxruntime")
+    interrupts.import_held("torch", "transformers", "onnx", "onnxruntime")
     import onnx  # noqa: PLC0415
 
     source, out = ctx.inputs["hf"], ctx.out / "model.onnx"

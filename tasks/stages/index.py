@@ -19,7 +19,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tasks.core import fsops, lock
+from tasks.core import fsops, interrupts
 from tasks.core.errors import UserError
 from tasks.core.stage import StageContext
 from tasks.spec import schema
@@ -57,7 +57,7 @@ def _embed(url: str, model: str, role: str, values: Sequence[bytes], batch_size:
     shown = time.monotonic()
     with grpcclient.InferenceServerClient(url) as client:
         for batch in batches(values, batch_size):
-            lock.raise_if_interrupted()
+            interrupts.raise_if_interrupted()
             tensor = grpcclient.InferInput(role, [len(batch), 1], "BYTES")
             tensor.set_data_from_numpy(np.array([[v] for v in batch], dtype=object))
             try:

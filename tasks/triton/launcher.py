@@ -43,7 +43,7 @@ from http import HTTPStatus
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Self
 
-from tasks.core import fsops, lock
+from tasks.core import fsops, interrupts
 from tasks.core.errors import UserError
 from tasks.tools import toolchain
 
@@ -722,7 +722,7 @@ class TritonServer:
         log.debug("starting %s", argv)
         # A Ctrl-C inside Popen, after the fork but before self._proc is set, would leave a
         # server that stop() does not know about: hold it until the process is recorded.
-        with lock.uninterrupted():
+        with interrupts.uninterrupted():
             self._proc = subprocess.Popen(
                 argv,
                 env=env,
@@ -751,7 +751,7 @@ class TritonServer:
                 msg = f"not ready after {self.startup_timeout_s:g} s"
                 tail = self._log_tail()
                 raise ServerError(msg, log_path=self.log_path, log_tail=tail)
-            lock.raise_if_interrupted()
+            interrupts.raise_if_interrupted()
             time.sleep(_POLL_S)
 
     def _raise_exited(self, proc: subprocess.Popen[bytes]) -> None:

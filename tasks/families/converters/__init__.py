@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, cast
 
-from tasks.core import lock
+from tasks.core import interrupts
 from tasks.core.errors import UserError
 
 DTYPE_NAMES = ("float32", "float16", "bfloat16")
@@ -75,7 +75,7 @@ def converter(family: str, where: str) -> Converter:
     if target is None:
         raise UserError(where, f"family {family!r} has no checkpoint converter (available: {', '.join(sorted(FAMILIES))})")
     module, _, function = target.partition(":")
-    lock.import_held(module)  # converters import torch
+    interrupts.import_held(module)  # converters import torch
     return cast("Converter", getattr(importlib.import_module(module), function))
 
 
