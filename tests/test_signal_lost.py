@@ -11,7 +11,7 @@ from tests.helpers import ROOT
 
 PROGRAM = """
 import os, signal, threading, time
-from tasks.core import interrupts, lock
+from tasks.core import interrupts
 
 interrupts.save_state_on_sigterm()
 
@@ -38,7 +38,7 @@ def test_sigterm_inside_a_finalizer_still_stops_at_the_next_checkpoint() -> None
 
 HELD_IMPORT = """
 import os, signal, sys, threading
-from tasks.core import lock
+from tasks.core import interrupts
 
 interrupts.save_state_on_sigterm()
 threading.Timer(0.1, lambda: os.kill(os.getpid(), signal.SIGTERM)).start()
@@ -59,7 +59,7 @@ def test_sigterm_during_a_held_import_lets_it_finish_then_stops(tmp_path: Path) 
 
 
 def test_an_uncaught_stop_is_one_line_and_exits_as_interrupted() -> None:
-    program = "from tasks import lock\nimport os, signal, time\nlock.save_state_on_sigterm()\nos.kill(os.getpid(), signal.SIGTERM)\ntime.sleep(5)\n"
+    program = "from tasks.core import interrupts\nimport os, signal, time\ninterrupts.save_state_on_sigterm()\nos.kill(os.getpid(), signal.SIGTERM)\ntime.sleep(5)\n"
     done = subprocess.run([sys.executable, "-c", program], cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
     assert done.stderr == "stopped by SIGTERM: finished tasks are saved; the same command goes on from there\n"
     assert done.returncode == -signal.SIGINT  # killed by SIGINT, which a shell reports as 130
