@@ -29,7 +29,7 @@ from tasks.core import cache, fsops, hashing, manifest
 from tasks.core.errors import UserError
 from tasks.core.stage import Stage, action_key, input_names, input_paths, output_problem
 from tasks.core.store import Store, StoreError
-from tasks.spec.schema import ModelSpec
+from tasks.spec.modelspec import ModelSpec
 from tasks.stages.graph import STAGE_ORDER, Graph
 
 log = logging.getLogger(__name__)

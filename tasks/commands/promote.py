@@ -18,7 +18,8 @@ from doit.exceptions import TaskFailed
 
 from tasks.core import fsops, interrupts
 from tasks.core.errors import UserError
-from tasks.spec.schema import ModelSpec, server_ranks
+from tasks.spec.modelspec import ModelSpec
+from tasks.spec.sources import server_ranks
 from tasks.stages import repo
 from tasks.stages.graph import REPOS, Graph
 

@@ -16,7 +16,7 @@ from doit.exceptions import TaskFailed
 from tasks.commands.promote import promoted_ranks
 from tasks.core import interrupts, lock
 from tasks.core.errors import UserError
-from tasks.spec.schema import server_ranks
+from tasks.spec.sources import server_ranks
 from tasks.stages.graph import BUILD, REPOS, Graph
 
 log = logging.getLogger(__name__)

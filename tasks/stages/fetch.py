@@ -17,7 +17,7 @@ from pathlib import Path
 from tasks.core import fsops
 from tasks.core.errors import UserError, YamlError
 from tasks.core.stage import StageContext
-from tasks.spec.schema import SHA_RE, ModelSpec
+from tasks.spec.modelspec import SHA_RE, ModelSpec
 
 log = logging.getLogger(__name__)
 

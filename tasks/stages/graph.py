@@ -15,16 +15,9 @@ from typing import Any
 
 from tasks.core import cache
 from tasks.core.stage import Action, Stage, canonical, to_task
-from tasks.spec.schema import (
-    ModelSpec,
-    Where,
-    calibration_file,
-    corpus_file,
-    find_member,
-    load_models,
-    prompts_file,
-    server_ranks,
-)
+from tasks.spec.modelspec import ModelSpec, Where
+from tasks.spec.schema import find_member, load_models
+from tasks.spec.sources import calibration_file, corpus_file, prompts_file, server_ranks
 from tasks.stages import bench, compare, config, convert, engine, engine_llm, export, fetch, index, repo
 from tasks.tools import toolchain, trtexec, trtllm
 from tasks.triton import layout, repository

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from tasks.core import fsops, interrupts
 from tasks.core.errors import UserError
 from tasks.core.stage import StageContext
-from tasks.spec import schema
+from tasks.spec import modelspec, sources
 from tasks.stages import repo
 from tasks.triton import layout
 
@@ -40,7 +40,7 @@ def payloads(items: Sequence[str], role: str, corpus: Path) -> list[bytes]:
     """What the member's ensemble receives: UTF-8 text, or an image file's bytes."""
     if role == "text":
         return [item.encode("utf-8") for item in items]
-    return [schema.corpus_item_path(corpus, item).read_bytes() for item in items]
+    return [sources.corpus_item_path(corpus, item).read_bytes() for item in items]
 
 
 def batches(values: Sequence[bytes], size: int) -> Iterator[Sequence[bytes]]:
@@ -79,7 +79,7 @@ def action(ctx: StageContext) -> None:
 
     params, settings = ctx.params, ctx.params["index"]
     corpus, role, member = Path(params["corpus"]), settings["member"], params["member"]["name"]
-    items = schema.read_corpus(corpus, schema.Where(str(corpus), "index.corpus"))
+    items = sources.read_corpus(corpus, modelspec.Where(str(corpus), "index.corpus"))
     values = payloads(items, role, corpus)
     serving = fsops.tmp_sibling(ctx.stage.out_dir.parent / "index-serving")
     fsops.remove_stale_tmp(serving)

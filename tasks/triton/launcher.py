@@ -260,7 +260,7 @@ class Ranks:
 
     @classmethod
     def from_params(cls, ranks: dict[str, Any]) -> Ranks:
-        """From ``schema.server_ranks`` (as serve and bench params carry it)."""
+        """From ``tasks.spec.sources.server_ranks`` (as serve and bench params carry it)."""
         return cls(int(ranks["world_size"]), tuple(ranks["gpus"]))
 
 
