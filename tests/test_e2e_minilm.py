@@ -17,7 +17,8 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 
 from tasks.bench import metrics
-from tasks.triton.launcher import TritonServer, live_stub_pids, pick_free_ports
+from tasks.triton.launcher import TritonServer
+from tasks.triton.processes import live_stub_pids, pick_free_ports
 from tests.helpers import communicate_or_kill, copy_project, doit_argv, doit_env, run_doit
 
 SENTENCES = [

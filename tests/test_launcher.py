@@ -19,14 +19,10 @@ import tokenizers
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 
-from tasks.triton import launcher
-from tasks.triton.launcher import (
-    Ports,
-    ServerError,
-    TritonServer,
-    live_stub_pids,
-    server_command,
-)
+from tasks.triton import argv, launcher, processes
+from tasks.triton.argv import Ports, ServerError, server_command
+from tasks.triton.launcher import TritonServer
+from tasks.triton.processes import live_stub_pids
 from tests.helpers import ROOT
 
 if TYPE_CHECKING:
@@ -135,7 +131,7 @@ def _pids_mentioning(text: str) -> list[int]:
 
 
 def _shm_files(prefix: str) -> list[Path]:
-    return sorted(launcher.SHM_DIR.glob(f"{prefix}*"))
+    return sorted(argv.SHM_DIR.glob(f"{prefix}*"))
 
 
 def _assert_nothing_left(repo: Path, server: TritonServer) -> None:
@@ -216,7 +212,7 @@ def test_broken_repository_raises_with_log_tail(broken: str, tmp_path: Path) -> 
 
 
 def test_explicit_busy_port_is_named(echo_repo: Path, tmp_path: Path, held_port: int) -> None:
-    free = launcher.pick_free_ports()
+    free = processes.pick_free_ports()
     ports = Ports(http=held_port, grpc=free.grpc, metrics=free.metrics)
     server = TritonServer(echo_repo, "cpu", tmp_path / "triton.log", ports=ports)
     with pytest.raises(ServerError, match=f"http port {held_port} on 127.0.0.1 is already in use"):
@@ -226,8 +222,8 @@ def test_explicit_busy_port_is_named(echo_repo: Path, tmp_path: Path, held_port:
 
 def test_explicit_port_taken_after_check_is_named(echo_repo: Path, tmp_path: Path, held_port: int, monkeypatch: pytest.MonkeyPatch) -> None:
     # Simulate losing the race between the up-front check and Triton's own bind.
-    monkeypatch.setattr(launcher, "_busy_port", lambda _address, _ports: None)
-    free = launcher.pick_free_ports()
+    monkeypatch.setattr(launcher, "busy_port", lambda _address, _ports: None)
+    free = processes.pick_free_ports()
     ports = Ports(http=free.http, grpc=held_port, metrics=free.metrics)
     server = TritonServer(echo_repo, "cpu", tmp_path / "triton.log", ports=ports)
     with pytest.raises(ServerError, match=f"grpc port {held_port} on 127.0.0.1 is already in use") as caught:
@@ -238,7 +234,7 @@ def test_explicit_port_taken_after_check_is_named(echo_repo: Path, tmp_path: Pat
 
 def test_auto_ports_retry_after_clash(echo_repo: Path, tmp_path: Path, held_port: int, monkeypatch: pytest.MonkeyPatch) -> None:
     picked: list[Ports] = []
-    real_pick = launcher.pick_free_ports
+    real_pick = processes.pick_free_ports
 
     def pick(address: str = "127.0.0.1") -> Ports:
         ports = real_pick(address)
@@ -295,23 +291,23 @@ def test_server_command_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     with pytest.raises(ServerError, match="unknown target"):
         server_command(tmp_path, "gpu", ports, None)
     monkeypatch.setenv("PATH", str(tmp_path))
-    monkeypatch.setattr(launcher, "TRT_FALLBACK_BINARY", tmp_path / "missing")
+    monkeypatch.setattr(argv, "TRT_FALLBACK_BINARY", tmp_path / "missing")
     with pytest.raises(ServerError, match="Triton container"):
-        launcher.find_tritonserver("trt")
+        argv.find_tritonserver("trt")
 
 
 def test_prepare_backend_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    dest = launcher.prepare_backend_dir(tmp_path / "backends")
+    dest = argv.prepare_backend_dir(tmp_path / "backends")
     names = sorted(p.name for p in (dest / "python").iterdir())
     assert names == [
         "libtriton_python.so",
         "triton_python_backend_stub",
         "triton_python_backend_utils.py",
     ]
-    assert launcher.prepare_backend_dir(dest) == dest  # rerunnable
-    monkeypatch.setattr(launcher, "_python_version", lambda: "2.7")
+    assert argv.prepare_backend_dir(dest) == dest  # rerunnable
+    monkeypatch.setattr(argv, "_python_version", lambda: "2.7")
     with pytest.raises(ServerError, match=r"no python-backend stub for Python 2\.7 \(has: .*3\.11"):
-        launcher.prepare_backend_dir(tmp_path / "other")
+        argv.prepare_backend_dir(tmp_path / "other")
 
 
 def test_wait_after_crash_cleans_orphaned_stubs_and_shm(echo_repo: Path, tmp_path: Path) -> None:
@@ -344,7 +340,9 @@ def test_server_stops_when_its_launcher_is_killed(echo_repo: Path, tmp_path: Pat
         "print(server.pid, flush=True)\n"
         "time.sleep(600)\n"
     )
-    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    # The script's own folder comes first on sys.path, not the checkout: name the checkout's tasks package.
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True, cwd=ROOT, env=env)
     assert proc.stdout is not None
     server_pid = int(proc.stdout.readline())
     proc.kill()

@@ -9,7 +9,8 @@ import pytest
 
 from tasks.bench import loadgen, serverstats
 from tasks.core.errors import UserError
-from tasks.triton.launcher import TritonServer, live_stub_pids
+from tasks.triton.launcher import TritonServer
+from tasks.triton.processes import live_stub_pids
 
 CONFIG = """\
 name: "{name}"

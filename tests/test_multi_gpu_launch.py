@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 
 from tasks.tools import toolchain
-from tasks.triton.launcher import Ports, Ranks, ServerError, TritonServer, check_gpus, leader_mode_command, server_command
+from tasks.triton.argv import Ports, ServerError, server_command
+from tasks.triton.launcher import TritonServer
+from tasks.triton.ranks import Ranks, check_gpus, leader_mode_command
 
 RECORDER = """#!/usr/bin/env python3
 import json, os, sys
@@ -93,7 +95,7 @@ BUILT = {"tensorrt_llm": "1.2.1", "tensorrt": "10.14.1", "gpu": "NVIDIA H100 80G
 
 
 def test_toolchain_mismatch_names_both_sides() -> None:
-    from tasks.triton.launcher import toolchain_mismatch
+    from tasks.triton.compat import toolchain_mismatch
 
     assert toolchain_mismatch(BUILT, {**BUILT, "tensorrt": "10.14.1.48", "tensorrt_llm": "1.2.1+cu13"}) == []
     assert toolchain_mismatch(BUILT, {**BUILT, "gpu": "none", "compute_capability": "none"}) == []  # unknown here: not checked
@@ -104,14 +106,14 @@ def test_toolchain_mismatch_names_both_sides() -> None:
 
 
 def test_a_trt_server_refuses_a_repository_built_by_another_tensorrt_llm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from tasks.triton import launcher
-    from tasks.triton.launcher import check_repository_toolchain
+    from tasks.triton import compat
+    from tasks.triton.compat import check_repository_toolchain
 
     repo = tmp_path / "repo"
     repo.mkdir()
     (repo / "toolchain.json").write_text(json.dumps({"target": "trt", "engines": {"llama": BUILT}}))
     check_repository_toolchain(repo, lambda: dict(BUILT))  # the same toolchain: served
-    monkeypatch.setattr(launcher, "running_toolchain", lambda: {**BUILT, "tensorrt_llm": "1.3.0"})
+    monkeypatch.setattr(compat, "running_toolchain", lambda: {**BUILT, "tensorrt_llm": "1.3.0"})
     server = TritonServer(repo, "trt", tmp_path / "server.log", ports=Ports(18010, 18011, 18012))
     message = (
         r"the engines of llama were built for another toolchain: TensorRT-LLM 1\.2\.1 \(built\) vs 1\.3\.0 \(here\); rebuild them here"
@@ -123,14 +125,14 @@ def test_a_trt_server_refuses_a_repository_built_by_another_tensorrt_llm(tmp_pat
 
 def test_the_running_tensorrt_version_is_the_known_one(monkeypatch: pytest.MonkeyPatch) -> None:
     from tasks.tools import trtexec, trtllm
-    from tasks.triton import launcher
+    from tasks.triton import compat
 
     # As in the plan image: trtexec reports TensorRT, no TensorRT python package, no TensorRT-LLM.
     monkeypatch.setattr(trtexec, "trt_fingerprint", lambda: {"tensorrt": "10.14.1", "gpu": "H100", "compute_capability": "9.0"})
     plan_image = {"tensorrt_llm": "not installed", "tensorrt": "not installed", "gpu": "H100", "compute_capability": "9.0"}
     monkeypatch.setattr(trtllm, "trt_fingerprint", lambda: plan_image)
-    running = launcher.running_toolchain()
+    running = compat.running_toolchain()
     assert running["tensorrt"] == "10.14.1"
-    assert launcher.toolchain_mismatch({"tensorrt": "10.15.0", "gpu": "H100", "compute_capability": "9.0"}, running) == [
+    assert compat.toolchain_mismatch({"tensorrt": "10.15.0", "gpu": "H100", "compute_capability": "9.0"}, running) == [
         "TensorRT 10.15.0 (built) vs 10.14.1 (here)"
     ]

@@ -20,7 +20,9 @@ from tritonclient.grpc import model_config_pb2
 from tasks.commands import publish
 from tasks.core import hashing, manifest
 from tasks.core.store import Store
-from tasks.triton.launcher import TritonServer, pick_free_ports, prepare_backend_dir, server_command
+from tasks.triton.argv import prepare_backend_dir, server_command
+from tasks.triton.launcher import TritonServer
+from tasks.triton.processes import pick_free_ports
 from tests.decoder_fixtures import build_tiny_decoder
 from tests.helpers import FAKES, copy_project, doit_env, read_json, run_doit
 from tests.s3server import SECRET_KEY, S3Server

@@ -20,7 +20,8 @@ from tasks.bench import loadgen, metrics, perftools, results, serverstats, workl
 from tasks.console import progress
 from tasks.core.errors import UserError
 from tasks.core.stage import StageContext
-from tasks.triton.launcher import Ranks, TritonServer
+from tasks.triton.launcher import TritonServer
+from tasks.triton.ranks import Ranks
 
 log = logging.getLogger("tasks")
 

@@ -34,7 +34,7 @@ from tasks.bench import metrics, workload
 from tasks.console import progress
 from tasks.core import interrupts
 from tasks.core.errors import UserError
-from tasks.triton.launcher import exit_status, group_pids
+from tasks.triton.processes import exit_status, group_pids
 
 log = logging.getLogger(__name__)
 

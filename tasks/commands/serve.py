@@ -33,7 +33,9 @@ def parse_port(name: str, value: str) -> int:
 
 def serve(model: str, target: str, address: str, ports: dict[str, str], ranks: dict[str, Any]) -> TaskFailed | None:
     """Doit action: start the server, print where it listens, stop it cleanly on Ctrl-C."""
-    from tasks.triton.launcher import Ports, Ranks, TritonServer  # noqa: PLC0415 - only serve needs it
+    from tasks.triton.argv import Ports  # noqa: PLC0415 - only serve needs them
+    from tasks.triton.launcher import TritonServer  # noqa: PLC0415
+    from tasks.triton.ranks import Ranks  # noqa: PLC0415
 
     try:
         numbers = {name: parse_port(name, value) for name, value in ports.items()}

@@ -22,7 +22,7 @@ from doit.exceptions import TaskFailed
 from tasks.commands.conformance import answers, crosscheck, project, report
 from tasks.commands.conformance.project import Model
 from tasks.core.errors import UserError
-from tasks.triton import launcher
+from tasks.triton import compat
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ def action(target: str, models: str, examples: str | None) -> TaskFailed | None:
 
 def run(options: Options) -> list[str]:
     """Check every model; write the report; return this run's failure lines."""
-    toolchain = launcher.running_toolchain()
+    toolchain = compat.running_toolchain()
     checkpoints = {m.name: project.checkpoint(options.root / "checkpoints", m) for m in options.models}
     for target in ("cpu", "trt"):
         project.write_models(options.root / target, options.models, checkpoints)
