@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from tasks.core.errors import UserError
-from tasks.tools import trtllm
+from tasks.tools import trtllm, trtllm_argv
 
 ENGINE: dict[str, Any] = {
     "max_batch_size": 8,
@@ -28,7 +28,7 @@ COMMON = [
 
 def argv(family: str, engine: dict[str, Any] | None = None, **kw: Any) -> list[str]:
     table = trtllm.static_table()
-    return trtllm.decoder_argv(Path("trtllm-build"), family, Path("ckpt"), Path("out"), engine or ENGINE, "float16", table, **kw)
+    return trtllm_argv.decoder_argv(Path("trtllm-build"), family, Path("ckpt"), Path("out"), engine or ENGINE, "float16", table, **kw)
 
 
 def test_each_family_gets_its_guides_settings_at_the_checkpoint_dtype() -> None:

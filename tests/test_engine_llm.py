@@ -15,7 +15,7 @@ from tasks.core import stage as stages
 from tasks.core.errors import UserError
 from tasks.core.stage import Stage
 from tasks.stages import engine_llm
-from tasks.tools import toolchain, trtllm
+from tasks.tools import toolchain, trtllm, trtllm_argv
 from tests.helpers import FAKES
 
 ENGINE: dict[str, Any] = {
@@ -317,15 +317,15 @@ def test_static_table_and_load_time_check() -> None:
         "a",
         "b",
     ]
-    assert trtllm.check_engine_flags({"flags": {"log_level": "debug"}, "decoder_flags": {"kv_cache_type": "paged"}}) is None
-    assert trtllm.check_engine_flags({"flags": {}, "encoder_flags": {"max_output_len": 9}}) == (
+    assert trtllm_argv.check_engine_flags({"flags": {"log_level": "debug"}, "decoder_flags": {"kv_cache_type": "paged"}}) is None
+    assert trtllm_argv.check_engine_flags({"flags": {}, "encoder_flags": {"max_output_len": 9}}) == (
         "encoder_flags.max_output_len",
         (
             "removed in TensorRT-LLM 0.12 (deprecated in 0.11); use max_seq_len, which the engine stage sets from "
             "engine.max_output_len + 1 (trtllm-build of TensorRT-LLM 1.2.1, table trtllm-build-1.2.1.json)"
         ),
     )
-    problem = trtllm.check_engine_flags({"flags": {"kv_cache_type": "disabled"}})
+    problem = trtllm_argv.check_engine_flags({"flags": {"kv_cache_type": "disabled"}})
     assert problem is not None
     assert problem[0] == "flags.kv_cache_type"
     assert problem[1].startswith("T5 requires kv_cache_type paged for the decoder")

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tasks.core.errors import UserError
-from tasks.tools import flagtable, trtexec, trtllm
+from tasks.tools import flagtable, trtexec, trtllm, trtllm_argv
 from tests.helpers import FAKES
 
 
@@ -101,7 +101,7 @@ def test_streamingllm_enable_is_refused_and_disable_passes() -> None:
     assert problem is not None
     assert "StreamingLLM is no longer supported" in problem
     assert trtllm.check_value("streamingllm", "disable", table) is None
-    assert trtllm.check_engine_flags({"flags": {"streamingllm": "enable"}}, "llama") is not None
+    assert trtllm_argv.check_engine_flags({"flags": {"streamingllm": "enable"}}, "llama") is not None
     with pytest.raises(UserError, match=r"engine\.flags\.streamingllm: streamingllm enable is refused"):
         trtllm.flag_args({"streamingllm": "enable"}, table)
 

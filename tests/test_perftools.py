@@ -11,12 +11,12 @@ from typing import TypedDict
 import numpy as np
 import pytest
 
-from tasks.bench import metrics, perftools
+from tasks.bench import metrics, perfcsv, perfrun, perftools
 from tasks.core.errors import UserError
 from tests.helpers import FAKES
 
-PA = perftools.PERF_ANALYZER
-GENAI = perftools.GENAI_PERF
+PA = perfrun.PERF_ANALYZER
+GENAI = perfrun.GENAI_PERF
 
 # ------------------------------------------------------------------------ fixtures
 
@@ -32,10 +32,10 @@ def fakes_on_path(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     return argv_log
 
 
-def make_run(tmp_path: Path, concurrency: int = 2, *, streaming: bool = False) -> perftools.ToolRun:
+def make_run(tmp_path: Path, concurrency: int = 2, *, streaming: bool = False) -> perfrun.ToolRun:
     work = tmp_path / f"work-c{concurrency}"
     work.mkdir(exist_ok=True)
-    return perftools.ToolRun(
+    return perfrun.ToolRun(
         model="ensemble",
         grpc_url="127.0.0.1:8001",
         concurrency=concurrency,
@@ -115,7 +115,7 @@ Concurrency,Inferences/Second,Client Send,Network+Server Send/Recv,Server Queue,
 
 
 def test_perf_analyzer_rows_are_sorted_by_concurrency_and_response_throughput_is_ignored() -> None:
-    rows = perftools.parse_perf_analyzer_csv(PA_DECOUPLED)
+    rows = perfcsv.parse_perf_analyzer_csv(PA_DECOUPLED)
     assert [row[metrics.CONCURRENCY] for row in rows] == [1.0, 2.0, 4.0]
     assert all(set(row) == set(metrics.PA_COLUMNS) for row in rows)
     assert rows[2] == {
@@ -137,13 +137,13 @@ def test_perf_analyzer_rows_are_sorted_by_concurrency_and_response_throughput_is
 
 
 def test_perf_analyzer_missing_columns_are_none_and_extra_ones_ignored() -> None:
-    (row,) = perftools.parse_perf_analyzer_csv(PA_NO_SERVER_STATS)
+    (row,) = perfcsv.parse_perf_analyzer_csv(PA_NO_SERVER_STATS)
     assert row[metrics.THROUGHPUT] == 950.5
     assert row["p99 latency"] == 9900.0
     assert "p75 latency" not in row
     for column in (metrics.NETWORK, *metrics.SERVER_COLUMNS, metrics.AVG_LATENCY):
         assert row[column] is None
-    (cached,) = perftools.parse_perf_analyzer_csv(PA_WITH_CACHE)
+    (cached,) = perfcsv.parse_perf_analyzer_csv(PA_WITH_CACHE)
     assert cached[metrics.COMPUTE_INFER] == 1700.0
     assert cached[metrics.CLIENT_RECV] == 3.0
     assert set(cached) == set(metrics.PA_COLUMNS)
@@ -160,7 +160,7 @@ def test_perf_analyzer_missing_columns_are_none_and_extra_ones_ignored() -> None
 )
 def test_perf_analyzer_csv_errors(text: str, message: str) -> None:
     with pytest.raises(UserError, match=message):
-        perftools.parse_perf_analyzer_csv(text)
+        perfcsv.parse_perf_analyzer_csv(text)
 
 
 # ------------------------------------------------------------------- genai-perf CSV
@@ -195,7 +195,7 @@ Request Count (count),67.00
 
 
 def test_genai_perf_current_header_with_thousands_separators() -> None:
-    row = perftools.parse_genai_perf_csv(GENAI_STREAMING)
+    row = perfcsv.parse_genai_perf_csv(GENAI_STREAMING)
     assert set(row) == set(metrics.columns(llm=True))
     assert row[metrics.llm_column(metrics.TTFT, "avg")] == 12.34
     assert row[metrics.llm_column(metrics.TTFT, "p99")] == 19.80
@@ -215,7 +215,7 @@ def test_genai_perf_current_header_with_thousands_separators() -> None:
 
 
 def test_genai_perf_older_header_non_streaming_and_na() -> None:
-    row = perftools.parse_genai_perf_csv(GENAI_OLD_NON_STREAMING)
+    row = perfcsv.parse_genai_perf_csv(GENAI_OLD_NON_STREAMING)
     for stat in metrics.LLM_STATS:
         assert row[metrics.llm_column(metrics.TTFT, stat)] is None
         assert row[metrics.llm_column(metrics.ITL, stat)] is None
@@ -238,7 +238,7 @@ def test_genai_perf_older_header_non_streaming_and_na() -> None:
 )
 def test_genai_perf_csv_errors(text: str, message: str) -> None:
     with pytest.raises(UserError, match=message):
-        perftools.parse_genai_perf_csv(text)
+        perfcsv.parse_genai_perf_csv(text)
 
 
 # ----------------------------------------------------------------------- inputs, argv
@@ -318,17 +318,17 @@ def test_prompts_become_jsonl(tmp_path: Path) -> None:
 
 @pytest.mark.usefixtures("fakes_on_path")
 def test_find_tool(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert perftools.find_tool(PA) == FAKES / PA
+    assert perfrun.find_tool(PA) == FAKES / PA
     monkeypatch.setenv("PATH", "")
     with pytest.raises(UserError) as caught:
-        perftools.find_tool(GENAI)
+        perfrun.find_tool(GENAI)
     message = str(caught.value)
     assert "\n" not in message
     assert message.startswith("bench.tool: genai-perf is not on PATH")
     assert "nvcr.io/nvidia/tritonserver:<yy.mm>-py3-sdk" in message
     assert "bench.tool: builtin" in message
     with pytest.raises(UserError, match="unknown tool"):
-        perftools.find_tool("aiperf")
+        perfrun.find_tool("aiperf")
 
 
 # ------------------------------------------------------------------ runs with fakes
@@ -336,8 +336,8 @@ def test_find_tool(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_run_perf_analyzer_with_the_fake(tmp_path: Path, fakes_on_path: Path) -> None:
     run = make_run(tmp_path, 2, streaming=True)
-    (run.work_dir / perftools.PA_CSV_NAME).write_text("Concurrency,Inferences/Second\n2,1\n")  # stale
-    row = perftools.run_perf_analyzer(perftools.find_tool(PA), run, batch_size=3, input_data=input_data(tmp_path))
+    (run.work_dir / perfrun.PA_CSV_NAME).write_text("Concurrency,Inferences/Second\n2,1\n")  # stale
+    row = perftools.run_perf_analyzer(perfrun.find_tool(PA), run, batch_size=3, input_data=input_data(tmp_path))
     # The fake: average latency 1000 + 500*c us, throughput c*b*1e6/latency.
     assert row[metrics.CONCURRENCY] == 2.0
     assert row[metrics.THROUGHPUT] == pytest.approx(3000.0)
@@ -346,7 +346,7 @@ def test_run_perf_analyzer_with_the_fake(tmp_path: Path, fakes_on_path: Path) ->
     assert row[metrics.SERVER_QUEUE] == 110.0
     assert set(row) == set(metrics.PA_COLUMNS)
     (argv,) = recorded(fakes_on_path)
-    assert flag(argv, "-f") == perftools.PA_CSV_NAME
+    assert flag(argv, "-f") == perfrun.PA_CSV_NAME
     assert "--streaming" in argv
     log_text = run.log_path.read_text()
     assert "perf_analyzer in" in log_text
@@ -357,7 +357,7 @@ def test_run_perf_analyzer_with_the_fake(tmp_path: Path, fakes_on_path: Path) ->
 def test_run_genai_perf_streaming_with_the_fake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)  # the run sets it for the tool
     run = make_run(tmp_path, 2, streaming=True)
-    row = perftools.run_genai_perf(perftools.find_tool(GENAI), run, **genai_kwargs(tmp_path))
+    row = perftools.run_genai_perf(perfrun.find_tool(GENAI), run, **genai_kwargs(tmp_path))
     # The fake: request latency 10*c + 0.5*M ms, TTFT 2*c ms, 1000*c/latency requests per second.
     latency, rps = 52.0, 2000.0 / 52.0
     assert row[metrics.CONCURRENCY] == 2.0
@@ -377,7 +377,7 @@ def test_run_genai_perf_non_streaming_from_a_prompts_file(tmp_path: Path, fakes_
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("one two three four\nfive six\n", encoding="utf-8")
     run = make_run(tmp_path, 1)
-    row = perftools.run_genai_perf(perftools.find_tool(GENAI), run, **genai_kwargs(tmp_path, prompts_file=prompts, output_tokens=1))
+    row = perftools.run_genai_perf(perfrun.find_tool(GENAI), run, **genai_kwargs(tmp_path, prompts_file=prompts, output_tokens=1))
     assert row[metrics.llm_column(metrics.ISL, "avg")] == 3.0  # words per prompt, as the fake counts them
     assert row[metrics.llm_column(metrics.TTFT, "avg")] is None
     assert row[metrics.llm_column(metrics.ITL, "p99")] is None
@@ -399,8 +399,8 @@ def test_a_failing_tool_names_itself_the_exit_code_and_the_log(tool: str, tmp_pa
     assert all(line in run.log_path.read_text() for line in tail.splitlines())
 
 
-def measure(tool: str, run: perftools.ToolRun, tmp_path: Path, timeout_s: float | None = None) -> metrics.Row:
-    binary = perftools.find_tool(tool)
+def measure(tool: str, run: perfrun.ToolRun, tmp_path: Path, timeout_s: float | None = None) -> metrics.Row:
+    binary = perfrun.find_tool(tool)
     if tool == PA:
         return perftools.run_perf_analyzer(binary, run, batch_size=1, input_data=input_data(tmp_path), timeout_s=timeout_s)
     return perftools.run_genai_perf(binary, run, **genai_kwargs(tmp_path), timeout_s=timeout_s)
@@ -434,7 +434,7 @@ def test_a_hanging_tool_is_killed_with_its_children(tool: str, hang: str, tmp_pa
     pids_file = tmp_path / "pids"
     monkeypatch.setenv("FAKE_TOOL_HANG", hang)
     monkeypatch.setenv("FAKE_TOOL_PIDS", str(pids_file))
-    monkeypatch.setattr(perftools, "_TERM_GRACE_S", 0.3)
+    monkeypatch.setattr(perfrun, "_TERM_GRACE_S", 0.3)
     run = make_run(tmp_path)
     with pytest.raises(UserError, match=f"{tool} did not finish within 1 s at concurrency 2"):
         measure(tool, run, tmp_path, timeout_s=1.0)
@@ -453,12 +453,12 @@ def test_ctrl_c_kills_the_tool_and_propagates(tmp_path: Path, monkeypatch: pytes
         read_pids(pids_file)
         raise KeyboardInterrupt
 
-    waits: list[Callable[..., int | None]] = [interrupted, perftools._wait_exit]
+    waits: list[Callable[..., int | None]] = [interrupted, perfrun._wait_exit]
 
     def first_interrupted(pid: int, timeout_s: float, **kwargs: bool) -> int | None:
         return waits.pop(0)(pid, timeout_s, **kwargs)
 
-    monkeypatch.setattr(perftools, "_wait_exit", first_interrupted)
+    monkeypatch.setattr(perfrun, "_wait_exit", first_interrupted)
     with pytest.raises(KeyboardInterrupt):
         measure(PA, make_run(tmp_path), tmp_path)
     assert not [pid for pid in read_pids(pids_file) if alive(pid)]

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tasks.bench import loadgen, metrics, perftools, results, serverstats, workload
+from tasks.bench import loadgen, metrics, perfrun, perftools, results, serverstats, workload
 from tasks.console import progress
 from tasks.core.errors import UserError
 from tasks.core.stage import StageContext
@@ -129,9 +129,9 @@ def _progress(run: Run, row: metrics.Row) -> None:
 # -------------------------------------------------------------------------- external
 
 
-def _tool_run(run: Run, url: str, concurrency: int, work: Path) -> perftools.ToolRun:
+def _tool_run(run: Run, url: str, concurrency: int, work: Path) -> perfrun.ToolRun:
     bench = run.bench
-    return perftools.ToolRun(
+    return perfrun.ToolRun(
         model=run.served.name,
         grpc_url=url,
         concurrency=concurrency,
@@ -149,7 +149,7 @@ def _strip_batch(arrays: Mapping[str, Any]) -> dict[str, Any]:
     return {name: array[0] for name, array in arrays.items()}
 
 
-def _external_row(run: Run, binary: Path, tool: perftools.ToolRun, prompts_file: Path | None) -> metrics.Row:
+def _external_row(run: Run, binary: Path, tool: perfrun.ToolRun, prompts_file: Path | None) -> metrics.Row:
     bench = run.bench
     if bench["tool"] == "perf_analyzer":
         data = tool.work_dir / "input_data.json"
@@ -175,7 +175,7 @@ def _external_row(run: Run, binary: Path, tool: perftools.ToolRun, prompts_file:
 
 
 def _run_external(run: Run, url: str, prompts_file: Path | None) -> tuple[list[metrics.Row], list[dict[str, Any]]]:
-    binary = perftools.find_tool(run.bench["tool"])
+    binary = perfrun.find_tool(run.bench["tool"])
     work = run.ctx.stage.log_dir / f"bench-{run.bench['tool']}"
     rows: list[metrics.Row] = []
     levels: list[dict[str, Any]] = []

@@ -26,7 +26,7 @@ from tasks.spec.modelspec import (
     str_list,
     text,
 )
-from tasks.tools import trtexec, trtllm
+from tasks.tools import trtexec, trtllm_argv
 
 # ---- blocks --------------------------------------------------------------------------------
 
@@ -245,7 +245,7 @@ def _check_llm(blocks: dict[str, dict[str, Any]], family: str, where: Where) -> 
     if gpus is not None and len(gpus) != world:
         msg = f"expected tp_size x pp_size = {world} GPU indices (one per rank), got {len(gpus)}: {gpus}"
         raise where.child("triton.gpus").error(msg)
-    problem = trtllm.check_engine_flags(blocks["engine"], family)
+    problem = trtllm_argv.check_engine_flags(blocks["engine"], family)
     if problem is not None:
         raise where.child(f"engine.{problem[0]}").error(problem[1])
 

@@ -20,7 +20,7 @@ from tasks.core import fsops
 from tasks.core.errors import UserError
 from tasks.core.stage import StageContext
 from tasks.stages.engine import run_tool, timing_cache, timing_cache_path
-from tasks.tools import toolchain, trtllm
+from tasks.tools import toolchain, trtllm, trtllm_argv
 from tasks.triton import llm_layout
 
 log = logging.getLogger(__name__)
@@ -95,7 +95,7 @@ def engine_version(out: Path, part: Component, where: str) -> str:
 def _parts(ctx: StageContext, family: str, where: str) -> list[Component]:
     checkpoint = ctx.inputs["checkpoint"]
     if family == "t5":
-        return [read_component(checkpoint / name, where) for name in trtllm.COMPONENTS]
+        return [read_component(checkpoint / name, where) for name in trtllm_argv.COMPONENTS]
     return [read_component(checkpoint, where, DECODER_ONLY_DIR)]
 
 
@@ -103,8 +103,12 @@ def _argv(ctx: StageContext, family: str, part: Component, binary: Path, table: 
     engine = ctx.params["engine"]
     out = ctx.out / part.name
     if family == "t5":
-        return trtllm.t5_argv(binary, part.name, part.folder, out, engine, part.dtype, table, workers=part.world_size, timing_cache=cache)
-    return trtllm.decoder_argv(binary, family, part.folder, out, engine, part.dtype, table, workers=part.world_size, timing_cache=cache)
+        return trtllm_argv.t5_argv(
+            binary, part.name, part.folder, out, engine, part.dtype, table, workers=part.world_size, timing_cache=cache
+        )
+    return trtllm_argv.decoder_argv(
+        binary, family, part.folder, out, engine, part.dtype, table, workers=part.world_size, timing_cache=cache
+    )
 
 
 def build_trt(ctx: StageContext) -> None:
