@@ -31,7 +31,7 @@ from tasks.commands.conformance import kit as conformance
 from tasks.console import logs
 from tasks.console.reporter import Reporter
 from tasks.core import cache, hashing, interrupts, lock
-from tasks.stages import graph
+from tasks.stages import kinds
 from tasks.tools import toolchain
 
 logs.configure(get_var("log", "info"))
@@ -54,7 +54,7 @@ if MUTATES:
     interrupts.save_state_on_sigterm()
 
 TARGET = toolchain.resolve_target(get_var("target", "auto"))
-GRAPH = graph.build_graph(TARGET)
+GRAPH = kinds.build_graph(TARGET)
 logging.getLogger("tasks").info("target: %s", TARGET)
 
 
@@ -105,7 +105,7 @@ def task_compare() -> Iterator[dict[str, Any]]:
 
 def task_build() -> Iterator[dict[str, Any]]:
     """All stages of a model; plain ``doit build`` builds every model."""
-    yield from graph.build_groups(GRAPH)
+    yield from kinds.build_groups(GRAPH)
 
 
 def task_serve() -> Iterator[dict[str, Any]]:

@@ -11,7 +11,7 @@ import pytest
 
 from tasks.core import hashing
 from tasks.core.stage import Stage, canonical, input_names, input_paths
-from tasks.stages import graph
+from tasks.stages import kinds
 from tasks.tools import toolchain
 from tasks.triton import repository
 from tests.decoder_fixtures import build_tiny_decoder
@@ -36,7 +36,7 @@ def _key_material(project: Path, target: str, monkeypatch: pytest.MonkeyPatch) -
     """Per stage: its params, and its inputs by the names the action key uses (raw files with their digests)."""
     monkeypatch.chdir(project)
     hashing.configure(project / "build/.cache/digests.sqlite")
-    built = graph.build_graph(toolchain.resolve_target(target), Path("models"))
+    built = kinds.build_graph(toolchain.resolve_target(target), Path("models"))
     material: dict[str, Any] = {}
     for stages in built.stages.values():
         for stage in stages:

@@ -10,7 +10,7 @@ import pytest
 
 from tasks.bench import perftools, workload
 from tasks.spec import schema
-from tasks.stages import config, graph, repo
+from tasks.stages import config, repo
 from tasks.triton import llm_layout, parity, repository
 from tests.test_perftools import flag, genai_kwargs, make_run
 
@@ -24,7 +24,7 @@ def filled(family: str, target: str, *, decoupled: bool, repo_dir: Path = REPO) 
     """The five parsed configs of ``family``'s shipped model file, filled in-process as the config stage does."""
     spec = schema.load_model(Path(__file__).parents[1] / "models" / f"{MODEL_FILES[family]}.yaml")
     triton = {**spec.block("triton"), "decoupled": decoupled}
-    engine = {k: spec.block("engine")[k] for k in graph.LLM_CONFIG_ENGINE_KEYS}
+    engine = {k: spec.block("engine")[k] for k in config.LLM_CONFIG_ENGINE_KEYS}
     values = llm_layout.template_values(spec.name, triton, engine, target, repo_dir, {"is_encoder_decoder": family == "t5"})
     configs = {}
     for model in llm_layout.llm_models(target, tokenizer_files=[], hf_files=[], engine_dirs=llm_layout.engine_dirs(family)):

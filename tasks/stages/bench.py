@@ -8,10 +8,14 @@ Outputs are ``<variant>.csv`` (perf_analyzer's columns, plus genai-perf's metric
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
-from tasks.core.stage import StageContext
+from tasks.core.stage import Stage, StageContext
 from tasks.spec import sweep
+from tasks.spec.sources import prompts_file, server_ranks
+from tasks.stages.graph import ModelGraph, rel
+from tasks.tools import toolchain
 
 CODE_VERSION = "1"
 RESULTS = Path("results")
@@ -30,3 +34,30 @@ def action(ctx: StageContext) -> None:
     from tasks.bench import benchrun  # noqa: PLC0415 - heavy imports, only when a benchmark runs
 
     benchrun.run(ctx)
+
+
+def stage(model: ModelGraph, published: Stage, trt_tools: Mapping[str, str]) -> Stage | None:
+    """``bench:<m>`` reads the bench block, the engine block it measures, the ranks and the toolchain; only models with one."""
+    spec = model.spec
+    if "bench" not in spec.written:
+        return None
+    tools = trt_tools if model.target == "trt" else toolchain.package_versions(*CPU_TOOLCHAIN)
+    params = {
+        "bench": spec.block("bench"),
+        # Recorded with the results, so a result always names the flags of the engine it measured.
+        "engine": spec.block("engine"),
+        "kind": spec.kind,
+        "name": spec.name,
+        "variant": spec.variant,
+        "yaml": str(spec.file),
+        "ranks": server_ranks(spec),
+        "target": model.target,
+        "toolchain": tools,
+        "code": CODE_VERSION,
+    }
+    prompts = prompts_file(spec)
+    files = [rel(prompts)] if prompts is not None else []
+    doc = f"benchmark of repos/{spec.variant} -> results/{spec.name}/"
+    return model.stage(
+        "bench", params, action, doc, deps={"repo": published}, files=files, target=model.target, published=output_files(spec.variant)
+    )

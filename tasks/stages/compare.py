@@ -21,8 +21,10 @@ from typing import Any
 
 from tasks.bench import metrics, results
 from tasks.core.errors import UserError
-from tasks.core.stage import StageContext
+from tasks.core.stage import Stage, StageContext
+from tasks.spec.modelspec import ModelSpec
 from tasks.stages.bench import RESULTS
+from tasks.stages.graph import Graph, ModelGraph
 
 log = logging.getLogger(__name__)
 
@@ -159,3 +161,12 @@ def action(ctx: StageContext) -> None:
     document = best_document(name, objective, best, settings)
     (ctx.out / "best.json").write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
     log.info("compare:%s: %s", name, describe(best, objective))
+
+
+def stage(graph: Graph, spec: ModelSpec) -> Stage:
+    """``compare:<m>``: every variant's benchmark in one table and plot, and the best variant named."""
+    benches = {v.variant: graph.stage_of("bench", v.variant) for v in spec.variants}
+    settings = {v.variant: v.settings for v in spec.variants}
+    params = {"name": spec.name, "compare": spec.block("compare"), "variants": settings, "code": CODE_VERSION}
+    doc = f"the variants of {spec.name} side by side -> results/{spec.name}/summary.csv, summary.png, best.json"
+    return ModelGraph(graph, spec).stage("compare", params, action, doc, deps=benches, published=output_files(spec.name))

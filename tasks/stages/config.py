@@ -16,9 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from tasks.core.errors import UserError
-from tasks.core.stage import StageContext
+from tasks.core.stage import Stage, StageContext
 from tasks.families import encoders
 from tasks.families.converters import read_checkpoint_config
+from tasks.spec.modelspec import ModelSpec
+from tasks.stages.graph import ModelGraph, rel
 from tasks.triton import layout, repository
 
 log = logging.getLogger(__name__)
@@ -186,3 +188,26 @@ def ensemble_action(ctx: StageContext) -> None:
     for model in models:
         render_model(model, filled, ctx.out)
     log.info("config: %s over %s", ctx.params["name"], ", ".join(f"{r}: {m}" for r, m in ctx.params["members"].items()))
+
+
+# The engine keys the LLM templates read (the rest only shape trtllm-build's argv).
+LLM_CONFIG_ENGINE_KEYS = ("max_beam_width", "max_input_len", "max_output_len")
+
+
+def encoder_reads(spec: ModelSpec) -> dict[str, Any]:
+    """The triton block, and the engine's sequence limit the tokenizer truncates to (an image has none)."""
+    return {"triton": spec.block("triton"), "engine": {k: v for k, v in spec.block("engine").items() if k == "max_seq_len"}}
+
+
+def llm_reads(spec: ModelSpec) -> dict[str, Any]:
+    return {"triton": spec.block("triton"), "engine": {k: spec.block("engine")[k] for k in LLM_CONFIG_ENGINE_KEYS}}
+
+
+def stage(model: ModelGraph, deps: Mapping[str, Stage], reads: Mapping[str, Any]) -> Stage:
+    """``config:<m>`` reads the blocks ``reads`` names, the model's name, kind, family and target, and the templates."""
+    spec, target = model.spec, model.target
+    models = layout.triton_models(spec.kind, spec.name, target, None, family=spec.family, searchable="index" in reads)
+    templates = repository.template_files(models)
+    params = {"name": spec.name, "kind": spec.kind, "family": spec.family, **reads, "target": target, "code": CODE_VERSION}
+    doc = f"Triton configs of {spec.variant}"
+    return model.stage("config", params, action, doc, deps=deps, files=[rel(p) for p in templates], target=target)

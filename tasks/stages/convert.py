@@ -13,8 +13,10 @@ import time
 from pathlib import Path
 
 from tasks.console import progress
-from tasks.core.stage import StageContext
+from tasks.core.stage import Stage, StageContext
 from tasks.families import converters
+from tasks.stages.graph import ModelGraph
+from tasks.tools import toolchain
 
 log = logging.getLogger(__name__)
 
@@ -83,3 +85,15 @@ def action(ctx: StageContext) -> None:
         result.source_bytes / _MB / seconds,
         ctx.record["convert"]["peak_rss_mb"],
     )
+
+
+def stage(model: ModelGraph, fetched: Stage) -> Stage:
+    """``convert:<m>`` reads the convert block, the family and the converting packages' versions."""
+    spec = model.spec
+    params = {
+        "convert": spec.block("convert"),
+        "family": spec.family,
+        "toolchain": toolchain.package_versions(*TOOLCHAIN),
+        "code": CODE_VERSION,
+    }
+    return model.stage("convert", params, action, f"TRT-LLM checkpoint of {spec.name}", deps={"hf": fetched}, cached=True)

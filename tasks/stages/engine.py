@@ -22,9 +22,11 @@ from typing import Any
 from tasks.console import progress
 from tasks.core import fsops, interrupts
 from tasks.core.errors import UserError
-from tasks.core.stage import StageContext
+from tasks.core.stage import Stage, StageContext
 from tasks.families import encoders
 from tasks.spec import sweep
+from tasks.spec.sources import calibration_file
+from tasks.stages.graph import ModelGraph, rel, stage_owner
 from tasks.tools import toolchain, trtexec
 
 log = logging.getLogger(__name__)
@@ -162,3 +164,22 @@ def action(ctx: StageContext) -> None:
         build_trt(ctx)
     else:
         build_cpu(ctx)
+
+
+def tools_of(target: str) -> dict[str, str]:
+    """What an encoder engine depends on besides its params: TensorRT and the GPU, or onnxruntime."""
+    return trtexec.trt_fingerprint() if target == "trt" else toolchain.package_versions(*CPU_TOOLCHAIN)
+
+
+def stage(model: ModelGraph, exported: Stage) -> Stage:
+    """``engine:<m>`` of an encoder reads the engine block, the target, its toolchain and the calibration cache."""
+    spec, target = model.spec, model.target
+    engine_block = dict(spec.block("engine"))
+    calibration = calibration_file(spec)
+    # The cache's content is an input (files); the param is its path as trtexec gets it.
+    engine_block["calibration_cache"] = rel(calibration).as_posix() if calibration else None
+    params = {"engine": engine_block, "target": target, "toolchain": tools_of(target), "code": CODE_VERSION}
+    return model.stage(
+        "engine", params, action, f"{target} engine of {stage_owner(spec, 'engine')}", deps={"onnx": exported}, target=target,
+        files=[rel(calibration)] if calibration else [], cached=True, fingerprint=trtexec.trt_fingerprint if target == "trt" else None,
+    )  # fmt: skip

@@ -18,8 +18,9 @@ from typing import Any
 
 from tasks.core import fsops
 from tasks.core.errors import UserError
-from tasks.core.stage import StageContext
+from tasks.core.stage import Stage, StageContext
 from tasks.stages.engine import run_tool, timing_cache, timing_cache_path
+from tasks.stages.graph import ModelGraph, stage_owner
 from tasks.tools import toolchain, trtllm, trtllm_argv
 from tasks.triton import llm_layout
 
@@ -159,3 +160,14 @@ def action(ctx: StageContext) -> None:
         build_trt(ctx)
     else:
         build_cpu(ctx)
+
+
+def stage(model: ModelGraph, converted: Stage) -> Stage:
+    """``engine:<m>`` of an LLM reads the engine block, the family, the target and TensorRT-LLM's toolchain."""
+    spec, target = model.spec, model.target
+    tools = trtllm.trt_fingerprint() if target == "trt" else {}
+    params = {"engine": spec.block("engine"), "family": spec.family, "target": target, "toolchain": tools, "code": CODE_VERSION}
+    return model.stage(
+        "engine", params, action, f"{target} engines of {stage_owner(spec, 'engine')}", deps={"checkpoint": converted}, target=target,
+        cached=True, fingerprint=trtllm.trt_fingerprint if target == "trt" else None,
+    )  # fmt: skip

@@ -16,9 +16,11 @@ from typing import TYPE_CHECKING, Any
 from tasks.console import logs
 from tasks.core import fsops, interrupts
 from tasks.core.errors import UserError
-from tasks.core.stage import StageContext
+from tasks.core.stage import Stage, StageContext
 from tasks.families import encoders
 from tasks.families.converters import read_checkpoint_config
+from tasks.stages.graph import ModelGraph
+from tasks.tools import toolchain
 
 if TYPE_CHECKING:
     import torch
@@ -106,3 +108,15 @@ def action(ctx: StageContext) -> None:
     log.info("export: max |onnxruntime - pytorch| = %.2e", diff)
     if diff > TOLERANCE:
         raise UserError(ctx.stage.task_name, f"ONNX output differs from PyTorch by {diff:.2e} (> {TOLERANCE:g})")
+
+
+def stage(model: ModelGraph, fetched: Stage) -> Stage:
+    """``export:<m>`` reads the export block, the family and the exporting packages' versions."""
+    spec = model.spec
+    params = {
+        "export": spec.block("export"),
+        "family": spec.family,
+        "toolchain": toolchain.package_versions(*TOOLCHAIN),
+        "code": CODE_VERSION,
+    }
+    return model.stage("export", params, action, f"ONNX export of {spec.name}", deps={"hf": fetched}, cached=True)

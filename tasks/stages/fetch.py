@@ -12,12 +12,14 @@ import importlib.metadata
 import logging
 import os
 from collections.abc import Iterable
+from functools import partial
 from pathlib import Path
 
-from tasks.core import fsops
+from tasks.core import cache, fsops
 from tasks.core.errors import UserError, YamlError
-from tasks.core.stage import StageContext
+from tasks.core.stage import Stage, StageContext
 from tasks.spec.modelspec import SHA_RE, ModelSpec
+from tasks.stages.graph import ModelGraph, rel, stage_owner
 
 log = logging.getLogger(__name__)
 
@@ -153,3 +155,15 @@ def action(ctx: StageContext, folder: Path | None) -> None:
     ctx.record["copied_files"] = copied
     if copied:
         log.info("fetch: %d files copied (source on another filesystem), the rest hardlinked", copied)
+
+
+def stage(model: ModelGraph) -> Stage:
+    """``fetch:<m>`` reads the source (a pip package's version, a folder's files, a Hub commit)."""
+    # Every variant of a sweep shares one fetch: look its source up (a Hub query, a folder walk) once.
+    shared = model.graph.find("fetch", stage_owner(model.spec, "fetch"))
+    if shared is not None:
+        return shared
+    folder, files, source = source_files(model.spec)
+    params = {"source": source, "code": CODE_VERSION}
+    doc = f"checkpoint of {model.spec.name} from {model.spec.file}"
+    return model.stage("fetch", params, partial(action, folder=folder), doc, files=[rel(p) for p in files], cached=cache.current().fetch)

@@ -21,9 +21,12 @@ from typing import TYPE_CHECKING, Any
 
 from tasks.core import fsops, interrupts
 from tasks.core.errors import UserError
-from tasks.core.stage import StageContext
+from tasks.core.stage import Stage, StageContext
 from tasks.spec import modelspec, sources
 from tasks.stages import repo
+from tasks.stages.bench import CPU_TOOLCHAIN as BENCH_CPU_TOOLCHAIN
+from tasks.stages.graph import ModelGraph, member_stage, rel
+from tasks.tools import toolchain, trtexec
 from tasks.triton import layout
 
 if TYPE_CHECKING:
@@ -97,3 +100,23 @@ def action(ctx: StageContext) -> None:
     fsops.write_json_atomic(ctx.out / FACTS, facts)
     ctx.record.update(facts)
     log.info("index: %d x %d embeddings from %s", len(items), vectors.shape[1], member)
+
+
+def stage(model: ModelGraph, member: modelspec.ModelSpec, corpus: Path) -> Stage:
+    """``index:<m>``: the corpus embedded by one member, served from that member's stage outputs."""
+    spec = model.spec
+    settings = spec.block("index")
+    tools = trtexec.trt_fingerprint() if model.target == "trt" else toolchain.package_versions(*BENCH_CPU_TOOLCHAIN)
+    params = {
+        "index": {k: settings[k] for k in ("member", "batch_size")},  # top_k is the search model's, not the index's
+        "member": {"name": member.name, "family": member.family},
+        "corpus": rel(corpus).as_posix(),
+        "target": model.target,
+        "toolchain": tools,
+        "code": CODE_VERSION,
+    }
+    deps = {role: member_stage(model.graph, member, name) for role, name in repo.MEMBER_STAGES.items()}
+    files = [rel(p) for p in (corpus, *spec.corpus_images)]
+    doc = f"vector index of {corpus} embedded by {member.variant}"
+    fingerprint = trtexec.trt_fingerprint if model.target == "trt" else None
+    return model.stage("index", params, action, doc, deps=deps, files=files, target=model.target, cached=True, fingerprint=fingerprint)

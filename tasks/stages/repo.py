@@ -16,7 +16,8 @@ from typing import Any
 
 from tasks.core import fsops, manifest
 from tasks.core.errors import UserError
-from tasks.core.stage import StageContext
+from tasks.core.stage import Stage, StageContext
+from tasks.stages.graph import BUILD, REPOS, ModelGraph
 from tasks.tools import toolchain
 from tasks.triton import layout, repository
 
@@ -147,3 +148,13 @@ def action(ctx: StageContext) -> None:
     ctx.record["copied_files"] = copies
     if copies:
         log.warning("repo: %d files were copied, not hardlinked (build/ and repos/ are on different filesystems)", copies)
+
+
+def stage(model: ModelGraph, deps: Mapping[str, Stage], members: Mapping[str, Any] | None = None) -> Stage:
+    """``repo:<m>`` reads the model's name, kind, family and target (and an ensemble's members) -> repos/<m>."""
+    spec, m = model.spec, model.spec.variant
+    params: dict[str, Any] = {"name": spec.name, "kind": spec.kind, "family": spec.family, "target": model.target}
+    params |= {"members": members, "searchable": "index" in deps} if members else {}
+    params["code"] = CODE_VERSION
+    doc = f"Triton repository repos/{m}"
+    return model.stage("repo", params, action, doc, deps=deps, target=model.target, out_dir=REPOS / m, meta_dir=BUILD / m / "repo")
