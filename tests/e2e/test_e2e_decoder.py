@@ -10,8 +10,8 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
 from tests.decoder_fixtures import build_tiny_decoder, hf_greedy
+from tests.e2e.test_e2e_t5 import assert_ensemble_and_bls_answer
 from tests.helpers import FAKES, copy_project, doit_env, read_json, run_doit
-from tests.test_e2e_t5 import assert_ensemble_and_bls_answer
 
 YAML = """\
 name: {name}

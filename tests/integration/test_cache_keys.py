@@ -13,7 +13,6 @@ from tasks.core import hashing
 from tasks.core.stage import Stage, canonical, input_names, input_paths
 from tasks.stages import kinds
 from tasks.tools import toolchain
-from tasks.triton import repository
 from tests.decoder_fixtures import build_tiny_decoder
 from tests.helpers import FAKES, ROOT, copy_project
 
@@ -75,18 +74,3 @@ def test_two_checkouts_compute_the_same_key_material(target: str, llama: Path, t
     assert any(k.startswith("external:") for k in first["fetch:minilm"]["inputs"])  # the pip package's folder
     # The templates are this test's own tasks/ package, outside both copies: named by role, not path.
     assert any(k.startswith("external:") and k.endswith("config.pbtxt") for k in first["config:minilm"]["inputs"])
-
-
-def test_trt_llm_configs_name_the_marker_root_until_the_repository_is_assembled() -> None:
-    from tasks.triton import llm_layout
-
-    values = llm_layout.template_values(
-        "m",
-        {"max_batch_size": 1, "instance_count": 1, "max_queue_delay_us": 0, "decoupled": False, "kv_cache_free_gpu_mem_fraction": 0.9,
-         "cross_kv_cache_fraction": None, "batch_scheduler_policy": "guaranteed_no_evict"},
-        {"max_input_len": 8, "max_output_len": 8},
-        "trt",
-        repository.REPOSITORY_MARKER,
-        {},
-    )  # fmt: skip
-    assert values["decoder_engine_dir"] == f"{repository.REPOSITORY_MARKER}/tensorrt_llm/1/engine"

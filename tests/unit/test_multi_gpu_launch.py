@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 import pytest
 
-from tasks.tools import toolchain
 from tasks.triton.argv import Ports, ServerError, server_command
-from tasks.triton.launcher import TritonServer
 from tasks.triton.ranks import Ranks, check_gpus, leader_mode_command
 
 RECORDER = """#!/usr/bin/env python3
@@ -54,17 +51,6 @@ def test_two_ranks_are_two_servers_and_only_rank_0_loads_the_whole_repository(fa
     assert "--grpc-port=8001" in second
 
 
-def test_trt_server_of_a_two_rank_engine_starts_through_mpirun(fake_bin: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(toolchain, "gpu_count", lambda: 2)
-    server = TritonServer(tmp_path / "repo", "trt", tmp_path / "server.log", ports=Ports(18000, 18001, 18002), ranks=Ranks(2))
-    with pytest.raises(ServerError, match="exited with code 1 before becoming ready"):
-        server.start()
-    recorded = [json.loads(line) for line in (tmp_path / "argv.jsonl").read_text().splitlines()]
-    assert recorded[0][0] == str(fake_bin / "mpirun")
-    assert recorded[0].count("-n") == 2
-    assert "mpirun" in (tmp_path / "server.log").read_text()
-
-
 @pytest.mark.parametrize(
     ("ranks", "available", "message"),
     [
@@ -103,24 +89,6 @@ def test_toolchain_mismatch_names_both_sides() -> None:
         "TensorRT-LLM 1.2.1 (built) vs 1.3.0 (here)",
         "GPU NVIDIA H100 80GB HBM3 (built) vs NVIDIA A100-SXM4-80GB (here)",
     ]
-
-
-def test_a_trt_server_refuses_a_repository_built_by_another_tensorrt_llm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from tasks.triton import compat
-    from tasks.triton.compat import check_repository_toolchain
-
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    (repo / "toolchain.json").write_text(json.dumps({"target": "trt", "engines": {"llama": BUILT}}))
-    check_repository_toolchain(repo, lambda: dict(BUILT))  # the same toolchain: served
-    monkeypatch.setattr(compat, "running_toolchain", lambda: {**BUILT, "tensorrt_llm": "1.3.0"})
-    server = TritonServer(repo, "trt", tmp_path / "server.log", ports=Ports(18010, 18011, 18012))
-    message = (
-        r"the engines of llama were built for another toolchain: TensorRT-LLM 1\.2\.1 \(built\) vs 1\.3\.0 \(here\); rebuild them here"
-    )
-    with pytest.raises(ServerError, match=message):
-        server.start()  # refused before any process starts
-    assert not (tmp_path / "server.log").exists()
 
 
 def test_the_running_tensorrt_version_is_the_known_one(monkeypatch: pytest.MonkeyPatch) -> None:

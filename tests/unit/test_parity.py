@@ -12,7 +12,7 @@ from tasks.bench import perftools, workload
 from tasks.spec import schema
 from tasks.stages import config, repo
 from tasks.triton import llm_layout, parity, repository
-from tests.test_perftools import flag, genai_kwargs, make_run
+from tests.unit.test_perftools import flag, genai_kwargs, make_run
 
 # The shipped model files, one per family: their triton and engine blocks are what gets filled.
 MODEL_FILES = {"t5": "flan-t5", "gpt2": "gpt2-medium", "llama": "llama-2-7b", "gemma": "gemma-2b-it"}
@@ -22,7 +22,7 @@ REPO = Path("/srv/repos/m")
 
 def filled(family: str, target: str, *, decoupled: bool, repo_dir: Path = REPO) -> dict[str, Any]:
     """The five parsed configs of ``family``'s shipped model file, filled in-process as the config stage does."""
-    spec = schema.load_model(Path(__file__).parents[1] / "models" / f"{MODEL_FILES[family]}.yaml")
+    spec = schema.load_model(Path(__file__).parents[2] / "models" / f"{MODEL_FILES[family]}.yaml")
     triton = {**spec.block("triton"), "decoupled": decoupled}
     engine = {k: spec.block("engine")[k] for k in config.LLM_CONFIG_ENGINE_KEYS}
     values = llm_layout.template_values(spec.name, triton, engine, target, repo_dir, {"is_encoder_decoder": family == "t5"})
@@ -105,7 +105,7 @@ def test_the_repository_root_rewrite_moves_the_tokenizer_dir_with_the_engine_pat
 
 
 def _triton() -> dict[str, Any]:
-    return dict(schema.load_model(Path(__file__).parents[1] / "models/gpt2-medium.yaml").block("triton"))
+    return dict(schema.load_model(Path(__file__).parents[2] / "models/gpt2-medium.yaml").block("triton"))
 
 
 def _engine() -> dict[str, Any]:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.core.store import Store, StoreError, display_url
+from tasks.core.store import Store, StoreError
 from tests.s3server import S3Server
 
 
@@ -36,13 +36,6 @@ def _first_writer_wins(store: Store) -> None:
     assert store.get_bytes("ac/other") is None
 
 
-def test_local_folder_store(tmp_path: Path) -> None:
-    store = Store(str(tmp_path / "store"))
-    _roundtrip(store, tmp_path)
-    _first_writer_wins(store)
-    assert Store((tmp_path / "store").as_uri()).get_bytes("ac/key") == b"first"
-
-
 def test_real_s3_refuses_an_overwrite_of_put_if_absent(s3_env: S3Server, tmp_path: Path) -> None:
     store = Store(s3_env.url + "/unit")
     _roundtrip(store, tmp_path)
@@ -53,19 +46,3 @@ def test_unsigned_or_wrongly_signed_requests_are_refused(s3_env: S3Server, monke
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong")
     with pytest.raises(StoreError):
         Store(s3_env.url).put_if_absent("ac/forged", b"x")
-
-
-def test_closed_port_is_a_store_error_within_seconds(monkeypatch: pytest.MonkeyPatch) -> None:
-    from tests.s3server import free_ports
-
-    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_ports(1)[0]}")
-    monkeypatch.setenv("AWS_ALLOW_HTTP", "true")
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "x")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "y")
-    monkeypatch.setenv("AWS_REGION", "us-east-1")
-    with pytest.raises(StoreError):
-        Store("s3://cache/x").head("ac/k")
-
-
-def test_display_url_drops_credentials_and_query() -> None:
-    assert display_url("s3://user:pw@bucket/prefix?secret=1") == "s3://bucket/prefix"

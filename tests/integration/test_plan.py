@@ -111,11 +111,3 @@ def test_a_cpu_machine_plans_a_gpu_builder_from_its_recorded_toolchain(tiny_bert
     assert own["engine:tiny"][0] == "build"
     unknown = stages(plan(cpu, store, "target=trt", "platform=h100", "toolchain_id=t1"))
     assert unknown["engine:tiny"] == ("build", None)
-
-
-def test_retarget_picks_the_recorded_shape() -> None:
-    record = {"engine": {"tensorrt": "10.14", "gpu": "L4"}, "packages": {"torch": "2.9"}}
-    assert platforms.retarget({"tensorrt": "x", "gpu": "none"}, record) == {"tensorrt": "10.14", "gpu": "L4"}
-    assert platforms.retarget({"tensorrt_llm": "x", "gpu": "none"}, record) is None
-    assert platforms.retarget({"torch": "2.8", "onnx": "1.1"}, record) == {"torch": "2.9", "onnx": "1.1"}
-    assert platforms.retarget({}, record) == {}

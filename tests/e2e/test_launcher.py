@@ -5,11 +5,8 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import subprocess
 import sys
-import sysconfig
 import textwrap
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,10 +17,9 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 
 from tasks.triton import argv, launcher, processes
-from tasks.triton.argv import Ports, ServerError, server_command
+from tasks.triton.argv import Ports, ServerError
 from tasks.triton.launcher import TritonServer
 from tasks.triton.processes import live_stub_pids
-from tests.helpers import ROOT
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -253,63 +249,6 @@ def test_auto_ports_retry_after_clash(echo_repo: Path, tmp_path: Path, held_port
     _assert_nothing_left(echo_repo, server)
 
 
-def test_server_command_cpu_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("LD_LIBRARY_PATH", "/previous/lib")
-    monkeypatch.setenv("PATH", "/usr/bin")
-    ports = Ports(http=1, grpc=2, metrics=3)
-    argv, env = server_command(tmp_path / "repo", "cpu", ports, tmp_path / "backends", exit_timeout_s=7)
-
-    ld_path = env["LD_LIBRARY_PATH"].split(":")
-    assert ld_path[0] == sysconfig.get_config_var("LIBDIR")
-    assert ld_path[1].endswith("nvidia_pytriton.libs")
-    assert ld_path[-1] == "/previous/lib"
-    path = env["PATH"].split(":")
-    assert path[0] == str(Path(sys.executable).parent)
-    assert path[-1] == "/usr/bin"
-
-    assert argv[0].endswith("pytriton/tritonserver/bin/tritonserver")
-    for flag in (
-        "--http-address=127.0.0.1",
-        "--grpc-address=127.0.0.1",
-        "--metrics-address=127.0.0.1",
-        "--http-port=1",
-        "--grpc-port=2",
-        "--metrics-port=3",
-        "--exit-on-error=true",
-        "--exit-timeout-secs=7",
-        f"--model-repository={tmp_path / 'repo'}",
-        f"--backend-directory={tmp_path / 'backends'}",
-    ):
-        assert flag in argv
-    assert not any(arg.startswith(("--strict-model-config", "--disable-auto-complete")) for arg in argv)
-
-
-def test_server_command_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    ports = Ports(http=1, grpc=2, metrics=3)
-    with pytest.raises(ServerError, match="backend directory"):
-        server_command(tmp_path, "cpu", ports, None)
-    with pytest.raises(ServerError, match="unknown target"):
-        server_command(tmp_path, "gpu", ports, None)
-    monkeypatch.setenv("PATH", str(tmp_path))
-    monkeypatch.setattr(argv, "TRT_FALLBACK_BINARY", tmp_path / "missing")
-    with pytest.raises(ServerError, match="Triton container"):
-        argv.find_tritonserver("trt")
-
-
-def test_prepare_backend_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    dest = argv.prepare_backend_dir(tmp_path / "backends")
-    names = sorted(p.name for p in (dest / "python").iterdir())
-    assert names == [
-        "libtriton_python.so",
-        "triton_python_backend_stub",
-        "triton_python_backend_utils.py",
-    ]
-    assert argv.prepare_backend_dir(dest) == dest  # rerunnable
-    monkeypatch.setattr(argv, "_python_version", lambda: "2.7")
-    with pytest.raises(ServerError, match=r"no python-backend stub for Python 2\.7 \(has: .*3\.11"):
-        argv.prepare_backend_dir(tmp_path / "other")
-
-
 def test_wait_after_crash_cleans_orphaned_stubs_and_shm(echo_repo: Path, tmp_path: Path) -> None:
     server = TritonServer(echo_repo, "cpu", tmp_path / "triton.log")
     server.start()
@@ -326,39 +265,3 @@ def test_wait_after_crash_cleans_orphaned_stubs_and_shm(echo_repo: Path, tmp_pat
         server.stop()
     assert not set(stubs) & set(live_stub_pids())
     _assert_nothing_left(echo_repo, server)
-
-
-def test_server_stops_when_its_launcher_is_killed(echo_repo: Path, tmp_path: Path) -> None:
-    repo = echo_repo
-    script = tmp_path / "launch.py"
-    script.write_text(
-        "import sys, time\n"
-        "from pathlib import Path\n"
-        "from tasks.triton.launcher import TritonServer\n"
-        f"server = TritonServer(Path({str(repo)!r}), 'cpu', Path({str(tmp_path / 'server.log')!r}))\n"
-        "server.start()\n"
-        "print(server.pid, flush=True)\n"
-        "time.sleep(600)\n"
-    )
-    # The script's own folder comes first on sys.path, not the checkout: name the checkout's tasks package.
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True, cwd=ROOT, env=env)
-    assert proc.stdout is not None
-    server_pid = int(proc.stdout.readline())
-    proc.kill()
-    proc.wait()
-    deadline = time.monotonic() + 30
-    while _process_exists(server_pid) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    survived = _process_exists(server_pid)
-    if survived:  # do not leave it running for the rest of the session
-        os.killpg(server_pid, signal.SIGKILL)
-    assert not survived
-
-
-def _process_exists(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"

@@ -6,21 +6,15 @@ example; target cpu with the real Triton for benchmarks of two variants and thei
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
-import tritonclient.grpc as grpcclient
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
-from tasks.core.stage import Stage, StageContext
-from tasks.stages import compare
-from tasks.triton.launcher import TritonServer
 from tests.decoder_fixtures import build_tiny_decoder
-from tests.helpers import FAKES, TINY_YAML, copy_project, doit_env, edit, read_json, run_doit
+from tests.helpers import FAKES, copy_project, doit_env, edit, read_json, run_doit
 
 LLAMA = """\
 name: tiny-llama
@@ -127,110 +121,3 @@ def test_promote_is_explicit_and_points_the_engine_paths_at_repos_model(trt: tup
     engine = promoted / "tensorrt_llm/1/engine/rank0.engine"
     assert engine.stat().st_ino == (project / "build" / chosen / "engine/engine/rank0.engine").stat().st_ino
     assert run_doit(project, f"build:{M}", env=env).executed == set()  # a build never promotes
-
-
-BERT_SWEEP = """\
-bench:
-  concurrency: [1, 2]
-  measurement_interval_ms: 200
-  stability_percentage: 80
-  max_trials: 3
-  warmup_requests: 2
-  num_prompts: 8
-  input_tokens: 8
-sweep:
-  triton.max_queue_delay_us: [0, 2000]
-compare:
-  limits: {p99 latency: 60000000}
-"""
-
-
-def test_cpu_variants_are_benchmarked_and_compared(tiny_bert: Path, tmp_path: Path) -> None:
-    text = TINY_YAML.format(path=tiny_bert) + BERT_SWEEP
-    project = copy_project(tmp_path / "p", {"tiny": text})
-    result = run_doit(project, "build:tiny", "target=cpu")
-    assert result.rc == 0, result.stdout + result.stderr
-    variants = ["tiny@max_queue_delay_us-0", "tiny@max_queue_delay_us-2000"]
-    # Only triton.* is swept: export and the engine are shared; each variant has its own config, repo and bench.
-    shared = {"fetch:tiny", "export:tiny", "engine:tiny", "compare:tiny"}
-    assert result.executed == shared | {f"{s}:{v}" for v in variants for s in ("config", "repo", "bench")}
-    results = project / "results/tiny"
-    rows = list(csv.DictReader((results / "summary.csv").open(encoding="utf-8")))
-    assert [(r["Variant"], r["triton.max_queue_delay_us"], r["Concurrency"]) for r in rows] == [
-        (v, v.rsplit("-", 1)[1], c) for v in variants for c in ("1", "2")
-    ]
-    for v in variants:
-        own = list(csv.DictReader((results / f"{v}.csv").open(encoding="utf-8")))
-        assert [{k: r[k] for k in own[0]} for r in rows if r["Variant"] == v] == own
-    best = read_json(results / "best.json")["best"]
-    assert isinstance(best, dict)
-    top = max(rows, key=lambda r: float(r["Inferences/Second"]))
-    assert (best["variant"], best["concurrency"]) == (top["Variant"], float(top["Concurrency"]))
-    assert (results / "summary.png").read_bytes().startswith(b"\x89PNG")
-    # Promoted, the variant's tree (empty ensemble version folders included) serves as repos/tiny.
-    promoted = run_doit(project, f"promote:{best['variant']}", "target=cpu")
-    assert promoted.executed == {f"promote:{best['variant']}"}, promoted.stdout + promoted.stderr
-    assert tree(project / "repos/tiny") == tree(project / "repos" / str(best["variant"])) | {"promoted.json"}
-    with TritonServer(project / "repos/tiny", "cpu", tmp_path / "triton.log") as server:
-        client = grpcclient.InferenceServerClient(server.grpc_url)
-        try:
-            text = grpcclient.InferInput("text", [1, 1], "BYTES")
-            text.set_data_from_numpy(np.array([[b"a man is eating food"]], dtype=object))
-            assert client.infer("tiny", [text]).as_numpy("embedding").shape[0] == 1
-        finally:
-            client.close()
-    # The objective is compare's alone: a new bound re-runs compare and nothing else.
-    edit(project / "models/tiny.yaml", "{p99 latency: 60000000}", "{p99 latency: 1}")
-    again = run_doit(project, "build:tiny", "target=cpu")
-    assert again.executed == {"compare:tiny"}
-    assert read_json(results / "best.json")["best"] is None
-    assert "compare:tiny: no variant has a row with Inferences/Second measured within p99 latency <= 1" in again.stderr
-
-
-def tree(root: Path) -> set[str]:
-    """Every file and folder under ``root``, relative."""
-    return {p.relative_to(root).as_posix() for p in root.rglob("*")}
-
-
-def _table(path: Path, rows: list[tuple[int, float, int]]) -> None:
-    lines = ["Concurrency,Inferences/Second,p99 latency"] + [f"{c},{t},{p}" for c, t, p in rows]
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-
-
-@pytest.mark.parametrize(
-    ("limits", "expected"),
-    [
-        ({}, ("m@b-32", 4.0, 900.0)),  # the highest throughput overall
-        ({"p99 latency": 5000.0}, ("m@b-8", 4.0, 600.0)),  # the highest within the bound
-        ({"p99 latency": 1000.0}, ("m@b-8", 1.0, 300.0)),
-        ({"p99 latency": 10.0}, None),
-    ],
-)
-def test_compare_picks_the_best_row_within_the_limits(
-    tmp_path: Path, limits: dict[str, float], expected: tuple[str, float, float] | None
-) -> None:
-    tables = {"m@b-8": [(1, 300.0, 900), (4, 600.0, 4000)], "m@b-32": [(1, 250.0, 1200), (4, 900.0, 9000)]}
-    inputs = {}
-    for name, rows in tables.items():
-        (tmp_path / name).mkdir()
-        _table(tmp_path / name / f"{name}.csv", rows)
-        inputs[name] = tmp_path / name
-    params = {
-        "name": "m",
-        "compare": {"maximize": "Inferences/Second", "limits": limits},
-        "variants": {"m@b-8": {"engine.max_batch_size": 8}, "m@b-32": {"engine.max_batch_size": 32}},
-    }
-    out = tmp_path / "out"
-    out.mkdir()
-    stage = Stage("compare", "m", params, out, compare.action, "compare")
-    compare.action(StageContext(stage, out, inputs))
-    best = read_json(out / "best.json")["best"]
-    if expected is None:
-        assert best is None
-    else:
-        assert isinstance(best, dict)
-        assert (best["variant"], best["concurrency"], best["value"]) == expected
-        assert best["promote"] == f"doit promote:{expected[0]}"
-    summary = (out / "summary.csv").read_text().splitlines()
-    assert summary[0] == "Variant,engine.max_batch_size,Concurrency,Inferences/Second,p99 latency"
-    assert summary[1:] == ["m@b-8,8,1,300.0,900", "m@b-8,8,4,600.0,4000", "m@b-32,32,1,250.0,1200", "m@b-32,32,4,900.0,9000"]

@@ -1,8 +1,5 @@
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 from tasks.core import fsops
@@ -28,17 +25,6 @@ def test_swap_in_creates_missing_destination(tmp_path: Path) -> None:
     new.mkdir()
     assert fsops.swap_in(new, tmp_path / "a" / "b") is None
     assert (tmp_path / "a" / "b").is_dir()
-
-
-def test_stale_work_dirs_of_dead_runs_are_removed_and_live_ones_kept(tmp_path: Path) -> None:
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True)
-    stale = tmp_path / f".engine.tmp-{dead.stdout.strip()}"
-    live = tmp_path / f".engine.tmp-{os.getpid()}"
-    stale.mkdir()
-    live.mkdir()
-    fsops.remove_stale_tmp(tmp_path / "engine")
-    assert not stale.exists()
-    assert live.exists()
 
 
 def test_link_or_copy_hardlinks_on_one_filesystem(tmp_path: Path) -> None:

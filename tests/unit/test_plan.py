@@ -1,0 +1,13 @@
+"""doit plan: keys and sources (local / cache / build) for a second checkout, checked against what its build then records."""
+
+from __future__ import annotations
+
+from tasks.commands import platforms
+
+
+def test_retarget_picks_the_recorded_shape() -> None:
+    record = {"engine": {"tensorrt": "10.14", "gpu": "L4"}, "packages": {"torch": "2.9"}}
+    assert platforms.retarget({"tensorrt": "x", "gpu": "none"}, record) == {"tensorrt": "10.14", "gpu": "L4"}
+    assert platforms.retarget({"tensorrt_llm": "x", "gpu": "none"}, record) is None
+    assert platforms.retarget({"torch": "2.8", "onnx": "1.1"}, record) == {"torch": "2.9", "onnx": "1.1"}
+    assert platforms.retarget({}, record) == {}
