@@ -7,7 +7,6 @@ where it matters, its code version).  ``kinds`` wires the stages each kind of mo
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,8 +15,6 @@ from typing import Any
 from tasks.core.stage import Action, Stage, canonical, to_task
 from tasks.spec.modelspec import ModelSpec
 from tasks.tools import toolchain
-
-log = logging.getLogger(__name__)
 
 BUILD = Path("build")
 REPOS = Path("repos")
