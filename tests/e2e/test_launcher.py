@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,6 +22,7 @@ from tasks.triton import argv, launcher, processes
 from tasks.triton.argv import Ports, ServerError
 from tasks.triton.launcher import TritonServer
 from tasks.triton.processes import live_stub_pids
+from tests.helpers import ROOT
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -265,3 +268,39 @@ def test_wait_after_crash_cleans_orphaned_stubs_and_shm(echo_repo: Path, tmp_pat
         server.stop()
     assert not set(stubs) & set(live_stub_pids())
     _assert_nothing_left(echo_repo, server)
+
+
+def test_server_stops_when_its_launcher_is_killed(echo_repo: Path, tmp_path: Path) -> None:
+    repo = echo_repo
+    script = tmp_path / "launch.py"
+    script.write_text(
+        "import sys, time\n"
+        "from pathlib import Path\n"
+        "from tasks.triton.launcher import TritonServer\n"
+        f"server = TritonServer(Path({str(repo)!r}), 'cpu', Path({str(tmp_path / 'server.log')!r}))\n"
+        "server.start()\n"
+        "print(server.pid, flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    # The script's own folder comes first on sys.path, not the checkout: name the checkout's tasks package.
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True, cwd=ROOT, env=env)
+    assert proc.stdout is not None
+    server_pid = int(proc.stdout.readline())
+    proc.kill()
+    proc.wait()
+    deadline = time.monotonic() + 30
+    while _process_exists(server_pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    survived = _process_exists(server_pid)
+    if survived:  # do not leave it running for the rest of the session
+        os.killpg(server_pid, signal.SIGKILL)
+    assert not survived
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
