@@ -16,7 +16,7 @@ from typing import Any
 
 from doit.exceptions import TaskFailed
 
-from tasks import fsops, lock, repo
+from tasks import fsops, repo
 from tasks.errors import UserError
 from tasks.graph import REPOS, Graph
 from tasks.schema import ModelSpec, server_ranks
@@ -31,11 +31,8 @@ def publish(variant: ModelSpec) -> Path:
     source, dest = REPOS / variant.variant, REPOS / variant.name
     if not (source / repo.TOOLCHAIN_FILE).is_file():
         raise UserError(f"promote:{variant.variant}", f"{source} is not a finished repository; run doit build:{variant.variant}")
-    work = fsops.tmp_sibling(dest)
-    with lock.uninterrupted():
-        fsops.remove_stale_tmp(dest)
-    try:
-        work.mkdir(parents=True)
+
+    def fill(work: Path) -> None:
         repo.link_tree(source, work)
         rewritten = repo.rewrite_paths(work, source.resolve(), dest.resolve())
         facts: dict[str, Any] = {
@@ -46,15 +43,8 @@ def publish(variant: ModelSpec) -> Path:
             "rewritten_configs": rewritten,
         }
         fsops.write_json_atomic(work / PROMOTED_FILE, facts)
-        lock.raise_if_interrupted()
-        with lock.uninterrupted():
-            old = fsops.swap_in(work, dest)
-            if old is not None:
-                fsops.remove_tree(old)
-    finally:
-        with lock.uninterrupted():
-            if work.exists():
-                fsops.remove_tree(work)
+
+    repo.replace_tree(dest, fill)
     return dest
 
 

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from tasks import fsops, layout, manifest, toolchain
+from tasks import fsops, layout, lock, manifest, toolchain
 from tasks.errors import UserError
 from tasks.stage import StageContext
 
@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 
 CODE_VERSION = "3"
 TOOLCHAIN_FILE = toolchain.REPOSITORY_FILE
+T = TypeVar("T")
 
 
 def link_tree(src: Path, dest: Path) -> int:
@@ -77,6 +78,29 @@ def rewrite_paths(tree: Path, old: Path, new: Path) -> int:
 
 # What a repository takes from each member of an ensemble: role -> the member's stage giving it.
 MEMBER_STAGES = {"config": "config", "engine": "engine", "hf": "fetch"}
+
+
+def replace_tree(dest: Path, fill: Callable[[Path], T]) -> T:
+    """Fill a private sibling of ``dest`` and swap it in with one rename (promote, pull).
+
+    A stop or an error before the swap leaves ``dest`` as it was; the work tree never outlives the call.
+    """
+    work = fsops.tmp_sibling(dest)
+    with lock.uninterrupted():
+        fsops.remove_stale_tmp(dest)
+    try:
+        work.mkdir(parents=True)
+        result = fill(work)
+        lock.raise_if_interrupted()
+        with lock.uninterrupted():
+            old = fsops.swap_in(work, dest)
+            if old is not None:
+                fsops.remove_tree(old)
+    finally:
+        with lock.uninterrupted():
+            if work.exists():
+                fsops.remove_tree(work)
+    return result
 
 
 def link_models(models: list[layout.TritonModel], inputs: dict[str, Path], out: Path, owner: str) -> int:
