@@ -16,7 +16,7 @@ from typing import Any
 
 from doit.exceptions import TaskFailed
 
-from tasks.core import fsops, interrupts
+from tasks.core import fsops
 from tasks.core.errors import UserError
 from tasks.spec.modelspec import ModelSpec
 from tasks.spec.sources import server_ranks
@@ -33,11 +33,8 @@ def publish(variant: ModelSpec) -> Path:
     source, dest = REPOS / variant.variant, REPOS / variant.name
     if not (source / repo.TOOLCHAIN_FILE).is_file():
         raise UserError(f"promote:{variant.variant}", f"{source} is not a finished repository; run doit build:{variant.variant}")
-    work = fsops.tmp_sibling(dest)
-    with interrupts.uninterrupted():
-        fsops.remove_stale_tmp(dest)
-    try:
-        work.mkdir(parents=True)
+
+    def fill(work: Path) -> None:
         repo.link_tree(source, work)
         rewritten = repo.rewrite_paths(work, source.resolve(), dest.resolve())
         facts: dict[str, Any] = {
@@ -48,15 +45,8 @@ def publish(variant: ModelSpec) -> Path:
             "rewritten_configs": rewritten,
         }
         fsops.write_json_atomic(work / PROMOTED_FILE, facts)
-        interrupts.raise_if_interrupted()
-        with interrupts.uninterrupted():
-            old = fsops.swap_in(work, dest)
-            if old is not None:
-                fsops.remove_tree(old)
-    finally:
-        with interrupts.uninterrupted():
-            if work.exists():
-                fsops.remove_tree(work)
+
+    repo.replace_tree(dest, fill)
     return dest
 
 

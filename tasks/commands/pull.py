@@ -21,11 +21,11 @@ from typing import Any
 from doit.exceptions import TaskFailed
 
 from tasks.commands.publish import INDEX, LATEST, Published, prefix_of, store_from_settings
-from tasks.core import fsops, hashing, interrupts, manifest
+from tasks.core import fsops, hashing, manifest
 from tasks.core.errors import UserError
 from tasks.core.store import Store, StoreError
 from tasks.stages.graph import Graph
-from tasks.stages.repo import rewrite_paths
+from tasks.stages.repo import replace_tree, rewrite_paths
 
 log = logging.getLogger(__name__)
 
@@ -87,24 +87,15 @@ def fetch_files(store: Store, published: Published, work: Path, previous: Path) 
 def pull(store: Store, model: str, digest: str, dest: Path) -> Published:
     """Materialise the publication at ``dest`` (atomic swap); returns what was pulled."""
     published = read_index(store, model, resolve_digest(store, model, digest))
-    work = fsops.tmp_sibling(dest)
-    with interrupts.uninterrupted():
-        fsops.remove_stale_tmp(dest)
-    try:
-        work.mkdir(parents=True)
+
+    def fill(work: Path) -> tuple[int, int]:
         downloads = fetch_files(store, published, work, dest)
         rewritten = rewrite_paths(work, Path(published.root), dest.resolve())
         facts = {"model": model, "digest": published.digest, "store": store.url, "pulled": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         fsops.write_json_atomic(work / PULLED_FILE, {**facts, "rewritten_configs": rewritten, "downloaded_files": downloads})
-        interrupts.raise_if_interrupted()
-        with interrupts.uninterrupted():
-            old = fsops.swap_in(work, dest)
-            if old is not None:
-                fsops.remove_tree(old)
-    finally:
-        with interrupts.uninterrupted():
-            if work.exists():
-                fsops.remove_tree(work)
+        return downloads, rewritten
+
+    downloads, rewritten = replace_tree(dest, fill)
     log.info("pull: %s %s at %s (%d downloaded, %d configs rewritten)", model, published.digest[:16], dest, downloads, rewritten)
     return published
 

@@ -19,16 +19,11 @@ from doit.dependency import FileChangedChecker
 
 log = logging.getLogger(__name__)
 
-_CHUNK = 1 << 20
-
 
 def sha256_file(path: Path) -> str:
-    """Hash one file in 1 MiB chunks (memory stays flat for multi-GB weights)."""
-    digest = hashlib.sha256()
+    """sha256 of one file's bytes; file_digest reads in fixed-size blocks, so memory stays flat for multi-GB weights."""
     with path.open("rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 class StatCache:

@@ -4,28 +4,51 @@ Three sources: a folder shipped inside a pip package, a local folder, or a Hub
 snapshot at a pinned revision (through huggingface_hub's cache; HF_TOKEN is read
 from the environment by huggingface_hub and never written anywhere).  Files are
 hardlinked, not copied, when source and build share a filesystem.
+
+From the Hub only the files the model's family reads are taken (``hub_files``): a
+repository often also ships TF, Flax, ONNX or pickled copies of the same weights.
 """
 
 from __future__ import annotations
 
+import fnmatch
+import glob
 import importlib.metadata
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 from tasks.core import cache, fsops
 from tasks.core.errors import UserError, YamlError
 from tasks.core.stage import Stage, StageContext
-from tasks.spec.modelspec import SHA_RE, ModelSpec
+from tasks.spec.modelspec import IMAGE_FAMILIES, SHA_RE, ModelSpec
 from tasks.stages.graph import ModelGraph, rel, stage_owner
+from tasks.triton.layout import PREPROCESSOR_FILE
+from tasks.triton.llm_layout import TOKENIZER_FILES
 
 log = logging.getLogger(__name__)
 
 CODE_VERSION = "1"
 WEIGHT_NAMES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
 _SKIP_DIRS = {".git", ".cache", "__pycache__"}
+CONFIG_FILE = "config.json"
+# Weight groups in order of preference: the first group that matches a file of the repository is
+# taken, the rest never downloaded.  The names are those save_pretrained writes, which are the ones
+# transformers and the converters' reader look for (single file, or shards plus their index).
+WEIGHT_GROUPS = (
+    ("model.safetensors", "model-*-of-*.safetensors", "model.safetensors.index.json"),
+    ("pytorch_model.bin", "pytorch_model-*-of-*.bin", "pytorch_model.bin.index.json"),
+)
+# Other copies of the weights no stage reads: TF, Flax, ONNX / OpenVINO / Core ML / rust exports, GGUF,
+# original training checkpoints.  Patterns are fnmatch-style as huggingface_hub applies them (* crosses /).
+IGNORED = (
+    "*.h5", "tf_model*", "*.msgpack", "flax_model*", "*.onnx", "*.onnx_data", "onnx/*", "openvino/*",
+    "coreml/*", "*.mlmodel", "*.mlpackage/*", "*.ot", "rust_model*", "*.gguf", "*.tflite", "*.pt", "*.pth",
+    "*.ckpt", "original/*",
+)  # fmt: skip
 
 
 def _walk(folder: Path) -> list[Path]:
@@ -70,21 +93,54 @@ def local_folder(spec: ModelSpec) -> Path:
     return folder
 
 
+def hub_files(spec: ModelSpec) -> dict[str, list[Any]]:
+    """What a family reads from a Hub repository: fetch params, so a change here refetches.
+
+    Every family reads config.json and one weight format; text models their tokenizer,
+    image models the preprocessor config, LLMs also the generation defaults the CPU model uses.
+    """
+    if spec.kind == "llm":
+        extra = ["generation_config.json", *sorted(TOKENIZER_FILES)]
+    elif spec.family in IMAGE_FAMILIES:
+        extra = [PREPROCESSOR_FILE]
+    else:
+        extra = sorted(TOKENIZER_FILES)
+    return {"allow": [CONFIG_FILE, *extra], "weights": [list(g) for g in WEIGHT_GROUPS], "ignore": list(IGNORED)}
+
+
+def _matching(names: Iterable[str], allow: Iterable[str], ignore: Iterable[str] = ()) -> list[str]:
+    """Names matching an allow pattern and no ignore pattern (fnmatch, case-sensitive, as huggingface_hub matches)."""
+    return sorted(
+        n for n in set(names) if any(fnmatch.fnmatchcase(n, p) for p in allow) and not any(fnmatch.fnmatchcase(n, p) for p in ignore)
+    )
+
+
+def select(names: Iterable[str], files: Mapping[str, Sequence[Any]]) -> list[str]:
+    """The repository files to fetch: those allowed, plus the first weight group present (safetensors before .bin)."""
+    names, ignore = list(names), files["ignore"]
+    weights = next((found for group in files["weights"] if (found := _matching(names, group, ignore))), [])
+    return sorted({*_matching(names, files["allow"], ignore), *weights})
+
+
+def _cached_snapshot(repo_id: str, revision: str) -> Path:
+    """The snapshot folder huggingface_hub's local cache has for a revision (no network); named by its commit.
+
+    huggingface_hub resolves a branch or tag through its own refs; asking only for config.json
+    (every family reads it) keeps it from judging the snapshot by files this model never fetches.
+    """
+    from huggingface_hub import snapshot_download  # noqa: PLC0415 - only Hub sources need it
+
+    return Path(snapshot_download(repo_id, revision=revision, local_files_only=True, allow_patterns=[CONFIG_FILE]))
+
+
 def _cached_commit(repo_id: str, revision: str) -> str | None:
     """The commit huggingface_hub's local cache has for a branch or tag (works offline)."""
-    from huggingface_hub import scan_cache_dir  # noqa: PLC0415 - only Hub sources need it
-    from huggingface_hub.errors import CacheNotFound  # noqa: PLC0415
+    from huggingface_hub.errors import LocalEntryNotFoundError  # noqa: PLC0415
 
     try:
-        repos = scan_cache_dir().repos
-    except CacheNotFound:
+        return _cached_snapshot(repo_id, revision).name
+    except (LocalEntryNotFoundError, OSError, ValueError):
         return None
-    for repo in repos:
-        if repo.repo_id == repo_id and repo.repo_type == "model":
-            for rev in repo.revisions:
-                if revision in rev.refs:
-                    return str(rev.commit_hash)
-    return None
 
 
 _HUB = {"unreachable": False}
@@ -108,7 +164,7 @@ def resolve_revision(repo_id: str, revision: str) -> str | None:
     return _cached_commit(repo_id, revision)
 
 
-def source_files(spec: ModelSpec) -> tuple[Path | None, list[Path], dict[str, str]]:
+def source_files(spec: ModelSpec) -> tuple[Path | None, list[Path], dict[str, Any]]:
     """(folder, files whose content matters, params) for a source; Hub sources have no local files.
 
     A Hub branch (``revision: main``) is resolved to its current commit here, so a new
@@ -121,7 +177,7 @@ def source_files(spec: ModelSpec) -> tuple[Path | None, list[Path], dict[str, st
         folder = local_folder(spec)
         return folder, _walk(folder), {"path": spec.source["path"]}
     commit = resolve_revision(spec.source["hf"], spec.source["revision"])
-    return None, [], {**spec.source, "commit": commit or "unresolved"}
+    return None, [], {**spec.source, "commit": commit or "unresolved", "files": hub_files(spec)}
 
 
 def link_tree(files: Iterable[Path], folder: Path, out: Path) -> int:
@@ -132,15 +188,51 @@ def link_tree(files: Iterable[Path], folder: Path, out: Path) -> int:
     return copied
 
 
-def _download(repo_id: str, revision: str) -> Path:
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _hub_listing(repo_id: str, revision: str) -> tuple[list[str] | None, str]:
+    """Every file name of the repository at ``revision`` asked of the Hub, or None and why not (empty: offline)."""
+    from huggingface_hub import HfApi, constants  # noqa: PLC0415 - only Hub sources need it
+
+    if constants.HF_HUB_OFFLINE or _HUB["unreachable"]:
+        return None, ""
+    try:
+        siblings = HfApi().model_info(repo_id, revision=revision, files_metadata=False, timeout=10).siblings
+    except Exception as exc:  # noqa: BLE001 - any network/Hub failure (gated, down): the local cache may hold it
+        _HUB["unreachable"] = True
+        log.warning("fetch: cannot list %s@%s on the Hub (%s); using the local cache", repo_id, revision, exc)
+        return None, _first_line(exc)
+    return [s.rfilename for s in siblings or ()], ""
+
+
+def _check_selected(names: Sequence[str], files: Mapping[str, Sequence[Any]], where: str) -> None:
+    has_weights = any(_matching(names, group) for group in files["weights"])
+    if CONFIG_FILE not in names or not has_weights:
+        found = ", ".join(names) or "nothing"
+        raise UserError("", f"{where} has no config.json with {WEIGHT_GROUPS[0][0]} or {WEIGHT_GROUPS[1][0]} weights (took: {found})")
+
+
+def _download(repo_id: str, revision: str, files: Mapping[str, Sequence[Any]]) -> tuple[Path, list[str]]:
+    """The snapshot folder holding the files the family reads, and their names (downloaded if missing)."""
     from huggingface_hub import snapshot_download  # noqa: PLC0415 - only Hub sources need it
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError  # noqa: PLC0415
 
+    listing, why = _hub_listing(repo_id, revision)
     try:
-        return Path(snapshot_download(repo_id, revision=revision))
+        if listing is None:
+            folder = _cached_snapshot(repo_id, revision)
+            names = select((p.relative_to(folder).as_posix() for p in _walk(folder)), files)
+        else:
+            names = select(listing, files)
+            # Exact names, not the family's patterns: .bin weights must not come along when safetensors exist.
+            folder = Path(snapshot_download(repo_id, revision=revision, allow_patterns=[glob.escape(n) for n in names]))
     except (HfHubHTTPError, LocalEntryNotFoundError, OSError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError("", f"cannot download {repo_id}@{revision}: {first}") from None
+        raise UserError("", f"cannot download {repo_id}@{revision}: {why or _first_line(exc)}") from None
+    _check_selected(names, files, f"{repo_id}@{folder.name}")
+    return folder, names
 
 
 def action(ctx: StageContext, folder: Path | None) -> None:
@@ -148,11 +240,15 @@ def action(ctx: StageContext, folder: Path | None) -> None:
     source = ctx.params["source"]
     if folder is None:
         wanted = source["commit"] if source["commit"] != "unresolved" else source["revision"]
-        folder = _download(source["hf"], wanted)
+        folder, names = _download(source["hf"], wanted, source["files"])
+        files = [folder / name for name in names]
         ctx.record["resolved_revision"] = folder.name
         log.info("fetch: %s@%s resolved to commit %s", source["hf"], source["revision"], folder.name)
-    copied = link_tree(_walk(folder), folder, ctx.out)
+    else:
+        files = _walk(folder)
+    copied = link_tree(files, folder, ctx.out)
     ctx.record["copied_files"] = copied
+    ctx.record["fetched_bytes"] = sum(path.stat().st_size for path in files)
     if copied:
         log.info("fetch: %d files copied (source on another filesystem), the rest hardlinked", copied)
 

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from tasks.core import fsops, manifest
+from tasks.core import fsops, interrupts, manifest
 from tasks.core.errors import UserError
 from tasks.core.stage import Stage, StageContext
 from tasks.stages.graph import BUILD, REPOS, ModelGraph
@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 
 CODE_VERSION = "3"
 TOOLCHAIN_FILE = toolchain.REPOSITORY_FILE
+T = TypeVar("T")
 
 
 def link_tree(src: Path, dest: Path) -> int:
@@ -80,6 +81,29 @@ def rewrite_paths(tree: Path, old: Path, new: Path) -> int:
 
 # What a repository takes from each member of an ensemble: role -> the member's stage giving it.
 MEMBER_STAGES = {"config": "config", "engine": "engine", "hf": "fetch"}
+
+
+def replace_tree(dest: Path, fill: Callable[[Path], T]) -> T:
+    """Fill a private sibling of ``dest`` and swap it in with one rename (promote, pull).
+
+    A stop or an error before the swap leaves ``dest`` as it was; the work tree never outlives the call.
+    """
+    work = fsops.tmp_sibling(dest)
+    with interrupts.uninterrupted():
+        fsops.remove_stale_tmp(dest)
+    try:
+        work.mkdir(parents=True)
+        result = fill(work)
+        interrupts.raise_if_interrupted()
+        with interrupts.uninterrupted():
+            old = fsops.swap_in(work, dest)
+            if old is not None:
+                fsops.remove_tree(old)
+    finally:
+        with interrupts.uninterrupted():
+            if work.exists():
+                fsops.remove_tree(work)
+    return result
 
 
 def link_models(models: list[repository.TritonModel], inputs: dict[str, Path], out: Path, owner: str) -> int:

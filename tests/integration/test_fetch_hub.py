@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 from pathlib import Path
 
@@ -19,10 +20,12 @@ def seed_cache(cache: Path, repo_id: str, folder: Path) -> None:
     snapshot = root / "snapshots" / SHA
     snapshot.mkdir(parents=True)
     (root / "blobs").mkdir()
-    for path in folder.iterdir():
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
         blob = root / "blobs" / hashlib.sha256(path.read_bytes()).hexdigest()
         shutil.copyfile(path, blob)
-        (snapshot / path.name).symlink_to(Path("../../blobs") / blob.name)
+        link = snapshot / path.relative_to(folder)
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(Path(os.path.relpath(blob, link.parent)))
     (root / "refs").mkdir()
     (root / "refs" / "main").write_text(SHA)
 
