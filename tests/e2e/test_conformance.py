@@ -4,7 +4,7 @@ End to end on GPT-2 and BERT (one LLM, one encoder: all six take ~10 minutes on 
 machine, too long for CI; the other four share every code path but the YAML and the request
 list).  The fake trt server answers from the cpu server's own record (the run that passes), then
 from a copy with one token and one embedding changed while the fake converter shifts one tensor
-(the run that must fail, one line per failed check).  Units cover the rest of the families.
+(the run that must fail, one line per failed check).  tests/unit/test_conformance.py covers the kit's parts.
 """
 
 from __future__ import annotations

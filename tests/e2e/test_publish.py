@@ -1,9 +1,7 @@
-"""publish / pull against a real S3 server (SeaweedFS): the real Triton serves MiniLM straight from the store,
-and a trt LLM repository (fake trtllm-build) is pulled to a serving path with its engine paths rewritten."""
+"""publish against a real S3 server (SeaweedFS): the real Triton serves MiniLM straight from the store."""
 
 from __future__ import annotations
 
-import re
 import subprocess
 import time
 import urllib.request
@@ -21,22 +19,9 @@ from tasks.triton.argv import prepare_backend_dir, server_command
 from tasks.triton.launcher import TritonServer
 from tasks.triton.processes import pick_free_ports
 from tests.e2e.test_e2e_minilm import SENTENCES
-from tests.helpers import copy_project, doit_env, run_doit
-from tests.s3server import SECRET_KEY, S3Server
-
-SERVE_LINE = re.compile(r"--model-repository=(\S+)")
-
-
-def store_env(server: S3Server, path_prefix: Path | None = None) -> dict[str, str]:
-    return doit_env({**server.env(), "TRITONGRAPH_CACHE": server.url}, path_prefix)
-
-
-def publish_model(project: Path, server: S3Server, model: str, *args: str, path_prefix: Path | None = None) -> str:
-    result = run_doit(project, f"publish:{model}", *args, env=store_env(server, path_prefix))
-    assert result.rc == 0, result.stdout + result.stderr
-    assert SECRET_KEY not in result.stdout + result.stderr
-    (url,) = SERVE_LINE.findall(result.stdout)
-    return str(url)
+from tests.helpers import copy_project, run_doit
+from tests.s3server import S3Server
+from tests.support.publish import publish_model
 
 
 def embed(url: str) -> np.ndarray[Any, Any]:
@@ -98,11 +83,3 @@ def test_triton_serves_minilm_from_the_store_with_the_local_embeddings(s3_server
         proc.wait(timeout=60)
     assert got.shape == (len(SENTENCES), 384)
     np.testing.assert_array_equal(got, expected)
-
-
-def pull(server: S3Server, project: Path, dest: Path) -> Any:
-    """``pull:tiny-gpt2`` run on a serving node: another checkout with nothing built."""
-    node = dest.parent / "node"
-    if not node.exists():
-        copy_project(node, {"tiny-gpt2": (project / "models/tiny-gpt2.yaml").read_text()})
-    return run_doit(node, "pull:tiny-gpt2", f"dest={dest}", "target=trt", env=store_env(server))

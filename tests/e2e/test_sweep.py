@@ -1,8 +1,4 @@
-"""sweep: variants sharing what they do not change, rebuilt one by one, compared and promoted explicitly.
-
-Target trt with a fake trtllm-build (argv recorded) for the 2x2 engine sweep of the issue's
-example; target cpu with the real Triton for benchmarks of two variants and their comparison.
-"""
+"""sweep on target cpu with the real Triton: two variants of a bench sweep are benchmarked and compared."""
 
 from __future__ import annotations
 
@@ -10,45 +6,10 @@ import csv
 from pathlib import Path
 
 import numpy as np
-import pytest
 import tritonclient.grpc as grpcclient
 
 from tasks.triton.launcher import TritonServer
-from tests.decoder_fixtures import build_tiny_decoder
-from tests.helpers import FAKES, TINY_YAML, copy_project, doit_env, edit, read_json, run_doit
-
-LLAMA = """\
-name: tiny-llama
-kind: llm
-family: llama
-source:
-  path: {path}
-convert:
-  dtype: float32
-engine:
-  max_input_len: 48
-  max_output_len: 16
-triton:
-  max_batch_size: 4
-sweep:
-  engine.max_batch_size: [4, 8]
-  engine.max_num_tokens: [256, 512]
-"""
-M = "tiny-llama"
-
-
-def variant(batch: int, tokens: int) -> str:
-    return f"{M}@max_batch_size-{batch},max_num_tokens-{tokens}"
-
-
-@pytest.fixture(scope="module")
-def trt(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
-    root = tmp_path_factory.mktemp("sweep-trt")
-    checkpoint = build_tiny_decoder("llama", root / "ckpt")
-    project = copy_project(root / "p", {M: LLAMA.format(path=checkpoint)})
-    env = doit_env({"FAKE_TRTLLM_LOG": str(root / "argv.jsonl")}, path_prefix=FAKES)
-    return project, env
-
+from tests.helpers import TINY_YAML, copy_project, edit, read_json, run_doit
 
 BERT_SWEEP = """\
 bench:

@@ -20,7 +20,6 @@ import pytest
 from tasks.core import cache, hashing, manifest
 from tasks.core.stage import Stage, StageContext, _build, action_key, input_digests
 from tasks.core.store import Store
-from tests.decoder_fixtures import build_tiny_decoder
 from tests.helpers import FAKES, ROOT, DoitRun, copy_project, doit_env, run_doit
 from tests.s3server import SECRET_KEY, S3Server, free_ports
 
@@ -84,11 +83,6 @@ def proxy(s3_server: S3Server) -> Iterator[CountingProxy]:
     counting = CountingProxy(s3_server.s3_port)
     yield counting
     counting.close()
-
-
-@pytest.fixture(scope="module")
-def llama(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_decoder("llama", tmp_path_factory.mktemp("ckpt") / "llama")
 
 
 def _models(llama: Path, *, minilm: bool) -> dict[str, str]:

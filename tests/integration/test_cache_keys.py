@@ -13,7 +13,6 @@ from tasks.core import hashing
 from tasks.core.stage import Stage, canonical, input_names, input_paths
 from tasks.stages import kinds
 from tasks.tools import toolchain
-from tests.decoder_fixtures import build_tiny_decoder
 from tests.helpers import FAKES, ROOT, copy_project
 
 LLM = """\
@@ -48,11 +47,6 @@ def _material(stage: Stage) -> dict[str, Any]:
     raw = set(stage.files)
     inputs = {name: hashing.digest(p) if p in raw else "upstream manifest" for name, p in zip(input_names(paths), paths, strict=True)}
     return {"params": canonical(stage.params), "inputs": inputs, "cached": stage.cached}
-
-
-@pytest.fixture(scope="module")
-def llama(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_decoder("llama", tmp_path_factory.mktemp("ckpt") / "llama")
 
 
 @pytest.mark.parametrize("target", ["cpu", "trt"])

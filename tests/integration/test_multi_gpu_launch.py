@@ -1,9 +1,8 @@
-"""Engines with world size > 1: one tritonserver per rank under mpirun (leader mode), GPUs from the model file."""
+"""TritonServer for engines with world size > 1 starts through a recording mpirun, and refuses engines of another toolchain."""
 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -12,26 +11,7 @@ from tasks.tools import toolchain
 from tasks.triton.argv import Ports, ServerError
 from tasks.triton.launcher import TritonServer
 from tasks.triton.ranks import Ranks
-
-RECORDER = """#!/usr/bin/env python3
-import json, os, sys
-with open(os.environ["FAKE_ARGV_LOG"], "a") as log:
-    log.write(json.dumps(sys.argv) + "\\n")
-sys.exit(1)
-"""
-
-
-@pytest.fixture
-def fake_bin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """``mpirun`` and ``tritonserver`` that record their argv and exit 1."""
-    folder = tmp_path / "bin"
-    folder.mkdir()
-    for name in ("mpirun", "tritonserver"):
-        (folder / name).write_text(RECORDER)
-        (folder / name).chmod(0o755)
-    monkeypatch.setenv("PATH", f"{folder}{os.pathsep}{os.environ['PATH']}")
-    monkeypatch.setenv("FAKE_ARGV_LOG", str(tmp_path / "argv.jsonl"))
-    return folder
+from tests.support.launch import BUILT
 
 
 def test_trt_server_of_a_two_rank_engine_starts_through_mpirun(fake_bin: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -46,8 +26,6 @@ def test_trt_server_of_a_two_rank_engine_starts_through_mpirun(fake_bin: Path, t
 
 
 # --- engines built for another toolchain are refused before the server starts ----------------------------
-
-BUILT = {"tensorrt_llm": "1.2.1", "tensorrt": "10.14.1", "gpu": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0"}
 
 
 def test_a_trt_server_refuses_a_repository_built_by_another_tensorrt_llm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,10 +1,9 @@
-"""publish / pull against a real S3 server (SeaweedFS): the real Triton serves MiniLM straight from the store,
-and a trt LLM repository (fake trtllm-build) is pulled to a serving path with its engine paths rewritten."""
+"""publish / pull against a real S3 server (SeaweedFS): a trt LLM repository (fake trtllm-build) is pulled to a serving
+path with its engine paths rewritten, and a corrupted object is refused."""
 
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Any
 
@@ -18,21 +17,8 @@ from tasks.core.store import Store
 from tests.decoder_fixtures import build_tiny_decoder
 from tests.e2e.test_e2e_decoder import YAML as LLM_YAML
 from tests.helpers import FAKES, copy_project, doit_env, read_json, run_doit
-from tests.s3server import SECRET_KEY, S3Server
-
-SERVE_LINE = re.compile(r"--model-repository=(\S+)")
-
-
-def store_env(server: S3Server, path_prefix: Path | None = None) -> dict[str, str]:
-    return doit_env({**server.env(), "TRITONGRAPH_CACHE": server.url}, path_prefix)
-
-
-def publish_model(project: Path, server: S3Server, model: str, *args: str, path_prefix: Path | None = None) -> str:
-    result = run_doit(project, f"publish:{model}", *args, env=store_env(server, path_prefix))
-    assert result.rc == 0, result.stdout + result.stderr
-    assert SECRET_KEY not in result.stdout + result.stderr
-    (url,) = SERVE_LINE.findall(result.stdout)
-    return str(url)
+from tests.s3server import S3Server
+from tests.support.publish import publish_model, store_env
 
 
 @pytest.fixture(scope="module")

@@ -1,45 +1,20 @@
-"""The object-store layer against a local folder and the real S3 server."""
+"""The object-store layer against the real S3 server: the same contract as a folder, and signed requests only."""
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import pytest
 
 from tasks.core.store import Store, StoreError
 from tests.s3server import S3Server
-
-
-def _roundtrip(store: Store, tmp_path: Path) -> None:
-    src = tmp_path / "src.bin"
-    payload = bytes(range(256)) * 40_000  # ~10 MB: several read chunks
-    src.write_bytes(payload)
-    store.put_file("cas/blob", src)
-    info = store.head("cas/blob")
-    assert info is not None
-    assert info.size == len(payload)
-    fetched = store.get_file("cas/blob", tmp_path / "dst.bin")
-    assert fetched is not None
-    assert fetched.sha256 == hashlib.sha256(payload).hexdigest()
-    assert (tmp_path / "dst.bin").read_bytes() == payload
-    assert store.get_file("cas/none", tmp_path / "none.bin") is None
-    assert not (tmp_path / "none.bin").exists()
-    assert store.head("cas/none") is None
-    assert [o.key for o in store.list("cas")] == ["cas/blob"]
-
-
-def _first_writer_wins(store: Store) -> None:
-    assert store.put_if_absent("ac/key", b"first")
-    assert not store.put_if_absent("ac/key", b"second")
-    assert store.get_bytes("ac/key") == b"first"
-    assert store.get_bytes("ac/other") is None
+from tests.support.store import first_writer_wins, roundtrip
 
 
 def test_real_s3_refuses_an_overwrite_of_put_if_absent(s3_env: S3Server, tmp_path: Path) -> None:
     store = Store(s3_env.url + "/unit")
-    _roundtrip(store, tmp_path)
-    _first_writer_wins(store)
+    roundtrip(store, tmp_path)
+    first_writer_wins(store)
 
 
 def test_unsigned_or_wrongly_signed_requests_are_refused(s3_env: S3Server, monkeypatch: pytest.MonkeyPatch) -> None:

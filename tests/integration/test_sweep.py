@@ -1,7 +1,5 @@
-"""sweep: variants sharing what they do not change, rebuilt one by one, compared and promoted explicitly.
-
-Target trt with a fake trtllm-build (argv recorded) for the 2x2 engine sweep of the issue's
-example; target cpu with the real Triton for benchmarks of two variants and their comparison.
+"""sweep on target trt with a fake trtllm-build (argv recorded): the 2x2 engine sweep of the issue's example,
+variants sharing what they do not change, rebuilt one by one and promoted explicitly.
 """
 
 from __future__ import annotations

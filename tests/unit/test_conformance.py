@@ -1,11 +1,5 @@
-"""The conformance kit without a GPU: fake trtllm-build, trtexec, tritonserver and convert_checkpoint.py.
-
-End to end on GPT-2 and BERT (one LLM, one encoder: all six take ~10 minutes on this 2-core
-machine, too long for CI; the other four share every code path but the YAML and the request
-list).  The fake trt server answers from the cpu server's own record (the run that passes), then
-from a copy with one token and one embedding changed while the fake converter shifts one tensor
-(the run that must fail, one line per failed check).  Units cover the rest of the families.
-"""
+"""The conformance kit's parts without running it: upstream converter command lines, tensor and answer
+comparison, model selection, and the report a run updates."""
 
 from __future__ import annotations
 
@@ -16,11 +10,6 @@ import pytest
 
 from tasks.commands.conformance import answers, crosscheck, project, report
 from tests.helpers import read_json
-
-SUBSET = "gpt2,bert"
-
-
-# ---- units --------------------------------------------------------------------------------------
 
 
 def test_upstream_converter_command_lines_follow_each_family() -> None:

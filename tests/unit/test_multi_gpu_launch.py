@@ -1,34 +1,14 @@
-"""Engines with world size > 1: one tritonserver per rank under mpirun (leader mode), GPUs from the model file."""
+"""Engines with world size > 1, without a server: the mpirun (leader mode) command per rank, GPU checks, toolchain comparison."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
 from tasks.triton.argv import Ports, ServerError, server_command
 from tasks.triton.ranks import Ranks, check_gpus, leader_mode_command
-
-RECORDER = """#!/usr/bin/env python3
-import json, os, sys
-with open(os.environ["FAKE_ARGV_LOG"], "a") as log:
-    log.write(json.dumps(sys.argv) + "\\n")
-sys.exit(1)
-"""
-
-
-@pytest.fixture
-def fake_bin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """``mpirun`` and ``tritonserver`` that record their argv and exit 1."""
-    folder = tmp_path / "bin"
-    folder.mkdir()
-    for name in ("mpirun", "tritonserver"):
-        (folder / name).write_text(RECORDER)
-        (folder / name).chmod(0o755)
-    monkeypatch.setenv("PATH", f"{folder}{os.pathsep}{os.environ['PATH']}")
-    monkeypatch.setenv("FAKE_ARGV_LOG", str(tmp_path / "argv.jsonl"))
-    return folder
+from tests.support.launch import BUILT
 
 
 def test_two_ranks_are_two_servers_and_only_rank_0_loads_the_whole_repository(fake_bin: Path) -> None:
@@ -76,8 +56,6 @@ def test_without_mpirun_a_multi_rank_engine_cannot_be_served(tmp_path: Path, mon
 
 
 # --- engines built for another toolchain are refused before the server starts ----------------------------
-
-BUILT = {"tensorrt_llm": "1.2.1", "tensorrt": "10.14.1", "gpu": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0"}
 
 
 def test_toolchain_mismatch_names_both_sides() -> None:

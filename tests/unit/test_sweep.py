@@ -1,8 +1,4 @@
-"""sweep: variants sharing what they do not change, rebuilt one by one, compared and promoted explicitly.
-
-Target trt with a fake trtllm-build (argv recorded) for the 2x2 engine sweep of the issue's
-example; target cpu with the real Triton for benchmarks of two variants and their comparison.
-"""
+"""compare: the best row of each variant's benchmark within the limits, and what it writes."""
 
 from __future__ import annotations
 
@@ -13,29 +9,6 @@ import pytest
 from tasks.core.stage import Stage, StageContext
 from tasks.stages import compare
 from tests.helpers import read_json
-
-LLAMA = """\
-name: tiny-llama
-kind: llm
-family: llama
-source:
-  path: {path}
-convert:
-  dtype: float32
-engine:
-  max_input_len: 48
-  max_output_len: 16
-triton:
-  max_batch_size: 4
-sweep:
-  engine.max_batch_size: [4, 8]
-  engine.max_num_tokens: [256, 512]
-"""
-M = "tiny-llama"
-
-
-def variant(batch: int, tokens: int) -> str:
-    return f"{M}@max_batch_size-{batch},max_num_tokens-{tokens}"
 
 
 def _table(path: Path, rows: list[tuple[int, float, int]]) -> None:
