@@ -86,6 +86,24 @@ def read_json(path: Path) -> dict[str, object]:
     return data
 
 
+# A tiny decoder-only LLM (fp32: near-tied logits of a random model must not flip under fp16 rounding).
+DECODER_YAML = """\
+name: {name}
+kind: llm
+family: {family}
+source:
+  path: {path}
+convert:
+  dtype: float32
+engine:
+  max_batch_size: 4
+  max_input_len: 48
+  max_output_len: 16
+triton:
+  max_batch_size: 4
+"""
+
+
 TINY_YAML = """\
 name: tiny
 kind: encoder

@@ -22,6 +22,7 @@ import pytest
 
 from tasks.bench import metrics
 from tasks.commands.conformance.fixtures import build_tiny_t5
+from tasks.commands.conformance.project import LLM_YAML
 from tests.helpers import FAKES, TINY_YAML, DoitRun, communicate_or_kill, copy_project, doit_argv, doit_env, edit, read_json, run_doit
 
 BENCH = """\
@@ -247,20 +248,8 @@ def test_ctrl_c_during_measurement_stops_everything(project: Path) -> None:
 
 # ------------------------------------------------------------------------------- LLM
 
-T5_BENCH_YAML = """\
-name: t5b
-kind: llm
-family: t5
-source:
-  path: {path}
-convert:
-  dtype: float32
-engine:
-  max_batch_size: 4
-  max_input_len: 64
-  max_output_len: 16
-triton:
-  max_batch_size: 4
+# Appended to the conformance kit's LLM model file, whose last block is triton.
+DECOUPLED_BENCH = """\
   decoupled: true
 bench:
   concurrency: [1, 2]
@@ -272,6 +261,7 @@ bench:
   input_tokens: 10
   output_tokens: 6
 """
+T5_BENCH_YAML = LLM_YAML.format(name="t5b", family="t5", path="{path}") + DECOUPLED_BENCH
 
 
 def test_llm_csv_has_genai_perf_metrics_from_streamed_tokens(tmp_path: Path) -> None:

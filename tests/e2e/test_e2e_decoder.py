@@ -11,23 +11,8 @@ from tritonclient.grpc import model_config_pb2
 
 from tests.decoder_fixtures import build_tiny_decoder, hf_greedy
 from tests.e2e.test_e2e_t5 import assert_ensemble_and_bls_answer
-from tests.helpers import FAKES, copy_project, doit_env, read_json, run_doit
+from tests.helpers import DECODER_YAML, FAKES, copy_project, doit_env, read_json, run_doit
 
-YAML = """\
-name: {name}
-kind: llm
-family: {family}
-source:
-  path: {path}
-convert:
-  dtype: float32
-engine:
-  max_batch_size: 4
-  max_input_len: 48
-  max_output_len: 16
-triton:
-  max_batch_size: 4
-"""
 PROMPTS = ["a man is eating food", "the girl is carrying", "a monkey is playing drums on"]
 FAMILIES = ("gpt2", "llama")
 
@@ -40,7 +25,7 @@ def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def cpu_project(checkpoints: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
-    models = {f"tiny-{f}": YAML.format(name=f"tiny-{f}", family=f, path=checkpoints[f]) for f in FAMILIES}
+    models = {f"tiny-{f}": DECODER_YAML.format(name=f"tiny-{f}", family=f, path=checkpoints[f]) for f in FAMILIES}
     root = copy_project(tmp_path_factory.mktemp("decoder-cpu"), models)
     result = run_doit(root, "build", "target=cpu")
     assert result.rc == 0, result.stdout + result.stderr
@@ -58,7 +43,7 @@ def test_ensemble_and_bls_text_equal_transformers_greedy(family: str, cpu_projec
 
 
 def test_trt_builds_one_engine_per_family_with_its_settings(checkpoints: dict[str, Path], tmp_path: Path) -> None:
-    models = {f"tiny-{f}": YAML.format(name=f"tiny-{f}", family=f, path=checkpoints[f]) for f in FAMILIES}
+    models = {f"tiny-{f}": DECODER_YAML.format(name=f"tiny-{f}", family=f, path=checkpoints[f]) for f in FAMILIES}
     root = copy_project(tmp_path / "p", models)
     log = tmp_path / "argv.jsonl"
     result = run_doit(root, "build", env=doit_env({"FAKE_TRTLLM_LOG": str(log)}, path_prefix=FAKES))
@@ -86,7 +71,7 @@ def test_trt_builds_one_engine_per_family_with_its_settings(checkpoints: dict[st
 
 
 def test_tensor_parallel_checkpoint_has_two_rank_files_and_builds_both(checkpoints: dict[str, Path], tmp_path: Path) -> None:
-    text = YAML.format(name="tiny-llama", family="llama", path=checkpoints["llama"]).replace(
+    text = DECODER_YAML.format(name="tiny-llama", family="llama", path=checkpoints["llama"]).replace(
         "dtype: float32", "dtype: float32\n  tp_size: 2"
     )
     root = copy_project(tmp_path / "p", {"tiny-llama": text})

@@ -12,24 +12,12 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
 from tasks.commands.conformance.fixtures import build_tiny_t5
+from tasks.commands.conformance.project import LLM_YAML
 from tasks.triton.launcher import TritonServer
 from tests.helpers import FAKES, copy_project, doit_env, read_json, run_doit
 
-T5_YAML = """\
-name: t5tiny
-kind: llm
-family: t5
-source:
-  path: {path}
-convert:
-  dtype: float32
-engine:
-  max_batch_size: 4
-  max_input_len: 64
-  max_output_len: 16
-triton:
-  max_batch_size: 4
-"""
+# The conformance kit's LLM model file, with {path} left to fill.
+T5_YAML = LLM_YAML.format(name="t5tiny", family="t5", path="{path}")
 ALL = {"fetch:t5tiny", "convert:t5tiny", "engine:t5tiny", "config:t5tiny", "repo:t5tiny"}
 PROMPTS = ["translate English to German: the house is wonderful", "a man is eating food", "summarize: triton serves models"]
 

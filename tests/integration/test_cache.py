@@ -20,24 +20,10 @@ import pytest
 from tasks.core import cache, hashing, manifest
 from tasks.core.stage import Stage, StageContext, _build, action_key, input_digests
 from tasks.core.store import Store
-from tests.helpers import FAKES, ROOT, DoitRun, copy_project, doit_env, run_doit
+from tests.helpers import DECODER_YAML, FAKES, ROOT, DoitRun, copy_project, doit_env, run_doit
 from tests.s3server import SECRET_KEY, S3Server, free_ports
 
-LLM = """\
-name: tiny-llama
-kind: llm
-family: llama
-source:
-  path: {path}
-convert:
-  dtype: float32
-engine:
-  max_batch_size: 4
-  max_input_len: 48
-  max_output_len: 16
-triton:
-  max_batch_size: 4
-"""
+LLM = DECODER_YAML.format(name="tiny-llama", family="llama", path="{path}")
 SHARED_STAGES = ("export:", "convert:", "engine:")
 
 

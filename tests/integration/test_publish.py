@@ -15,8 +15,7 @@ from tasks.commands import publish
 from tasks.core import hashing
 from tasks.core.store import Store
 from tests.decoder_fixtures import build_tiny_decoder
-from tests.e2e.test_e2e_decoder import YAML as LLM_YAML
-from tests.helpers import FAKES, copy_project, doit_env, read_json, run_doit
+from tests.helpers import DECODER_YAML, FAKES, copy_project, doit_env, read_json, run_doit
 from tests.s3server import S3Server
 from tests.support.publish import publish_model, store_env
 
@@ -26,7 +25,7 @@ def trt_llm(s3_server: S3Server, tmp_path_factory: pytest.TempPathFactory) -> tu
     """A tiny GPT-2 built on target trt with the fake trtllm-build, published; returns the project and the digest."""
     root = tmp_path_factory.mktemp("trt-llm")
     checkpoint = build_tiny_decoder("gpt2", root / "gpt2")
-    project = copy_project(root / "build-node", {"tiny-gpt2": LLM_YAML.format(name="tiny-gpt2", family="gpt2", path=checkpoint)})
+    project = copy_project(root / "build-node", {"tiny-gpt2": DECODER_YAML.format(name="tiny-gpt2", family="gpt2", path=checkpoint)})
     built = run_doit(project, "repo:tiny-gpt2", "target=trt", env=doit_env(path_prefix=FAKES))
     assert built.rc == 0, built.stdout + built.stderr
     url = publish_model(project, s3_server, "tiny-gpt2", "target=trt", path_prefix=FAKES)
