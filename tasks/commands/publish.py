@@ -19,7 +19,7 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -146,16 +146,21 @@ def publish(model: str, store: Store, source: Path) -> str:
     return f"--model-repository={triton_url(store.url, published.prefix, os.environ)}"
 
 
-def action(model: str) -> TaskFailed | None:
-    """Doit action of ``publish:<m>``."""
+def run_with_store(task: str, command: Callable[[Store], str]) -> TaskFailed | None:
+    """Doit action body of a store command: ``command`` returns the tritonserver argument that serves its result."""
     try:
-        line = publish(model, store_from_settings(f"publish:{model}"), REPOS / model)
+        line = command(store_from_settings(task))
     except UserError as exc:
         return TaskFailed(str(exc))
     except StoreError as exc:
-        return TaskFailed(f"publish:{model}: {exc}")
+        return TaskFailed(f"{task}: {exc}")
     print(f"serve it with: tritonserver {line}")  # noqa: T201 - the command's result
     return None
+
+
+def action(model: str) -> TaskFailed | None:
+    """Doit action of ``publish:<m>``."""
+    return run_with_store(f"publish:{model}", lambda store: publish(model, store, REPOS / model))
 
 
 def publish_tasks(graph: Graph) -> list[dict[str, Any]]:

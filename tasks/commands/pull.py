@@ -20,10 +20,10 @@ from typing import Any
 
 from doit.exceptions import TaskFailed
 
-from tasks.commands.publish import INDEX, LATEST, Published, prefix_of, store_from_settings
+from tasks.commands.publish import INDEX, LATEST, Published, prefix_of, run_with_store
 from tasks.core import fsops, hashing, manifest
 from tasks.core.errors import UserError
-from tasks.core.store import Store, StoreError
+from tasks.core.store import Store
 from tasks.stages.graph import Graph
 from tasks.stages.repo import replace_tree, rewrite_paths
 
@@ -103,14 +103,12 @@ def pull(store: Store, model: str, digest: str, dest: Path) -> Published:
 def action(model: str, variables: Mapping[str, str]) -> TaskFailed | None:
     """Doit action of ``pull:<m> [dest=<folder>] [digest=<sha256>]``."""
     dest = Path(variables.get("dest") or DEFAULT_ROOT / model)
-    try:
-        pull(store_from_settings(f"pull:{model}"), model, variables.get("digest", ""), dest)
-    except UserError as exc:
-        return TaskFailed(str(exc))
-    except StoreError as exc:
-        return TaskFailed(f"pull:{model}: {exc}")
-    print(f"serve it with: tritonserver --model-repository={dest.resolve()}")  # noqa: T201 - the command's result
-    return None
+
+    def pull_here(store: Store) -> str:
+        pull(store, model, variables.get("digest", ""), dest)
+        return f"--model-repository={dest.resolve()}"
+
+    return run_with_store(f"pull:{model}", pull_here)
 
 
 def pull_tasks(graph: Graph, variables: Mapping[str, str]) -> list[dict[str, Any]]:
