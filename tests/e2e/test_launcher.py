@@ -1,4 +1,4 @@
-"""Tests for tasks.triton.launcher against the real CPU tritonserver from nvidia-pytriton."""
+"""tasks.triton.launcher against the real CPU tritonserver from nvidia-pytriton: serving, errors with the log tail, ports."""
 
 from __future__ import annotations
 

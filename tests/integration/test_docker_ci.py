@@ -1,4 +1,4 @@
-"""The pinned images, docker/run.sh and the nightly workflow, checked for structure (no docker, hadolint or actionlint here)."""
+"""docker/run.sh run against a recording fake ``docker``: the project mounted at its own path, a missing image built."""
 
 from __future__ import annotations
 

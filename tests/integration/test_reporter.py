@@ -1,4 +1,4 @@
-"""The console reporter: [k/N] progress on a terminal, doit's plain lines elsewhere, and a closing summary."""
+"""The console reporter in a real doit run: the closing summary, and doit's plain lines in the logs."""
 
 from __future__ import annotations
 

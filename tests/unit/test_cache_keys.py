@@ -1,4 +1,4 @@
-"""Action keys do not depend on where the checkout is: two copies at different paths agree on every cached stage."""
+"""What keeps action keys independent of the checkout path: trt LLM configs name the marker root, not a real path."""
 
 from __future__ import annotations
 

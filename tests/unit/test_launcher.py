@@ -1,4 +1,4 @@
-"""Tests for tasks.triton.launcher against the real CPU tritonserver from nvidia-pytriton."""
+"""The tritonserver command line, its environment and backend folder for target cpu, built without starting a server."""
 
 from __future__ import annotations
 

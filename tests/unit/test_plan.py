@@ -1,4 +1,4 @@
-"""doit plan: keys and sources (local / cache / build) for a second checkout, checked against what its build then records."""
+"""doit plan's retargeting, without a build: a stage's toolchain items take the values a recorded build had."""
 
 from __future__ import annotations
 
