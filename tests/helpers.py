@@ -158,6 +158,18 @@ triton:
 """
 
 
+# An ensemble of a CLIP vision model "clipv" and a CLIP text model "tiny".
+VLM_YAML = """\
+name: vlm
+kind: ensemble
+members:
+  image: clipv
+  text: tiny
+triton:
+  max_batch_size: 8
+"""
+
+
 def build_tiny_clip_text(folder: Path) -> Path:
     """A random 2-layer CLIP text tower with projection and a byte-level BPE tokenizer trained offline."""
     import torch

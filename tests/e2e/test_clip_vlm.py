@@ -19,17 +19,8 @@ from tritonclient.utils import InferenceServerException
 
 from tasks.commands.conformance.fixtures import generated_images
 from tasks.triton.launcher import TritonServer
-from tests.helpers import CLIP_TEXT_YAML, CLIP_VISION_YAML, SENTENCES, TINY_YAML, copy_project, edit, run_doit
+from tests.helpers import CLIP_TEXT_YAML, CLIP_VISION_YAML, SENTENCES, TINY_YAML, VLM_YAML, copy_project, edit, run_doit
 
-VLM_YAML = """\
-name: vlm
-kind: ensemble
-members:
-  image: clipv
-  text: tiny
-triton:
-  max_batch_size: 8
-"""
 TEXTS = ["a man is eating food", "a monkey is playing drums", "triton serves models on cpu and gpu"]
 CORPUS = SENTENCES[:6] + SENTENCES[7:8]  # 7 items; "a monkey is playing drums" is row 6
 INDEX = "index:\n  member: {role}\n  corpus: {corpus}\n  top_k: 3\n"

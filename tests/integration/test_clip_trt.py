@@ -12,8 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.test_clip_vlm import VLM_YAML
-from tests.helpers import CLIP_VISION_YAML, FAKES, TINY_YAML, DoitRun, copy_project, doit_env, edit, read_json, run_doit
+from tests.helpers import CLIP_VISION_YAML, FAKES, TINY_YAML, VLM_YAML, DoitRun, copy_project, doit_env, edit, read_json, run_doit
 
 CACHE_DIR = "build/clipv/timing-cache"
 
