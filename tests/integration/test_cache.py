@@ -21,7 +21,7 @@ from tasks.core import cache, hashing, manifest
 from tasks.core.stage import Stage, StageContext, _build, action_key, input_digests
 from tasks.core.store import Store
 from tests.helpers import DECODER_YAML, FAKES, ROOT, DoitRun, copy_project, doit_env, run_doit
-from tests.s3server import SECRET_KEY, S3Server, free_ports
+from tests.s3server import SECRET_KEY, S3Server, free_ports, running_s3
 
 LLM = DECODER_YAML.format(name="tiny-llama", family="llama", path="{path}")
 SHARED_STAGES = ("export:", "convert:", "engine:")
@@ -71,11 +71,15 @@ def proxy(s3_server: S3Server) -> Iterator[CountingProxy]:
     counting.close()
 
 
+def _minilm() -> str:
+    text = (ROOT / "models/minilm.yaml").read_text()
+    return text[: text.index("\nbench:")] + "\n"  # no benchmark: a measurement is never cached
+
+
 def _models(llama: Path, *, minilm: bool) -> dict[str, str]:
     models = {"tiny-llama": LLM.format(path=llama)}
     if minilm:
-        text = (ROOT / "models/minilm.yaml").read_text()
-        models["minilm"] = text[: text.index("\nbench:")] + "\n"  # no benchmark: a measurement is never cached
+        models["minilm"] = _minilm()
     return models
 
 
@@ -166,6 +170,31 @@ def test_store_down_builds_locally_with_one_warning(s3_server: S3Server, llama: 
     assert len(warnings) == 1, warnings
     assert "convert:tiny-llama" in result.executed
     assert time.monotonic() - started < 120
+
+
+def test_store_stopped_mid_build_finishes_locally_with_one_warning(tmp_path: Path) -> None:
+    """The real server goes away while MiniLM's export runs: its upload and every later lookup fail over to local."""
+    project = copy_project(tmp_path / "p", {"minilm": _minilm()})
+    with running_s3(tmp_path / "weed") as server:
+        env = {**_env(server, server.url, "rw"), "PYTHONUNBUFFERED": "1"}
+        argv = [sys.executable, "-m", "doit", "build:minilm", "target=cpu"]
+        build = subprocess.Popen(argv, cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        assert build.stdout is not None
+        lines = []
+        for line in build.stdout:
+            lines.append(line)
+            if line.startswith(".  export:minilm"):
+                break  # the export takes seconds: the server stops while it runs, before its upload
+        server.stop()
+        lines += build.stdout.readlines()
+        rc = build.wait(timeout=300)
+    output = "".join(lines)
+    assert rc == 0, output
+    warnings = [line for line in output.splitlines() if "unavailable" in line]
+    assert len(warnings) == 1, warnings
+    assert {"export:minilm", "engine:minilm", "repo:minilm"} <= {line[3:].strip() for line in lines if line.startswith(".  ")}
+    assert not any("from_cache" in record for record in _records(project).values())
+    assert (project / "repos/minilm/minilm_encoder/1/model.onnx").is_file()
 
 
 # ---- the protocol driven in-process against the real server --------------------------------

@@ -5,6 +5,7 @@ variants sharing what they do not change, rebuilt one by one and promoted explic
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
 from tests.decoder_fixtures import build_tiny_decoder
-from tests.helpers import FAKES, copy_project, doit_env, edit, read_json, run_doit
+from tests.helpers import FAKES, DoitRun, copy_project, doit_env, edit, read_json, run_doit
 
 LLAMA = """\
 name: tiny-llama
@@ -50,34 +51,60 @@ def calls(log: Path) -> dict[str, list[str]]:
     return out
 
 
+VARIANTS = [variant(b, t) for b in (4, 8) for t in (256, 512)]
+
+
+@dataclass(frozen=True)
+class FirstBuild:
+    """What the first build left, taken before any test edits or promotes (so no test depends on another's order)."""
+
+    result: DoitRun
+    argv: dict[str, list[str]]
+    engines: list[bool]
+    promoted_repository: bool
+    timing_caches: list[str]
+    reused: list[object]
+
+
 @pytest.fixture(scope="module")
-def trt(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
+def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str], FirstBuild]:
+    """The 2 x 2 sweep built once with the fake trtllm-build; every test starts from a built project."""
     root = tmp_path_factory.mktemp("sweep-trt")
     checkpoint = build_tiny_decoder("llama", root / "ckpt")
     project = copy_project(root / "p", {M: LLAMA.format(path=checkpoint)})
     env = doit_env({"FAKE_TRTLLM_LOG": str(root / "argv.jsonl")}, path_prefix=FAKES)
-    return project, env
-
-
-def test_two_by_two_sweep_builds_four_variants_and_converts_once(trt: tuple[Path, dict[str, str]]) -> None:
-    project, env = trt
     result = run_doit(project, f"build:{M}", env=env)
     assert result.rc == 0, result.stdout + result.stderr
-    variants = [variant(b, t) for b in (4, 8) for t in (256, 512)]
-    assert result.executed == {f"fetch:{M}", f"convert:{M}"} | per_variant(*variants)
-    argv = calls(Path(env["FAKE_TRTLLM_LOG"]))
-    assert sorted(argv) == sorted(variants)
-    for name, call in argv.items():
+    first = FirstBuild(
+        result=result,
+        argv=calls(Path(env["FAKE_TRTLLM_LOG"])),
+        engines=[(project / "repos" / v / "tensorrt_llm/1/engine/rank0.engine").is_file() for v in VARIANTS],
+        promoted_repository=(project / "repos" / M).exists(),
+        timing_caches=[p.name.split("-")[-1] for p in (project / f"build/{M}/timing-cache").iterdir()],
+        reused=[read_json(project / f"build/{v}/engine/action.json")["timing_cache"]["engine"]["reused"] for v in VARIANTS],  # type: ignore[index]
+    )
+    return project, env, first
+
+
+@pytest.fixture
+def trt(built: tuple[Path, dict[str, str], FirstBuild]) -> tuple[Path, dict[str, str]]:
+    return built[0], built[1]
+
+
+def test_two_by_two_sweep_builds_four_variants_and_converts_once(built: tuple[Path, dict[str, str], FirstBuild]) -> None:
+    project, env, first = built
+    assert first.result.executed == {f"fetch:{M}", f"convert:{M}"} | per_variant(*VARIANTS)
+    assert sorted(first.argv) == sorted(VARIANTS)
+    for name, call in first.argv.items():
         batch, tokens = (part.split("-")[1] for part in name.split("@")[1].split(","))
         assert call[:2] == ["--checkpoint_dir", f"build/{M}/convert"]
         assert call[call.index("--max_batch_size") + 1] == batch
         assert call[call.index("--max_num_tokens") + 1] == tokens
-        assert (project / "repos" / name / "tensorrt_llm/1/engine/rank0.engine").is_file()
-    assert not (project / "repos" / M).exists()  # a swept model's repos/<m> is only made by promote
+    assert all(first.engines)
+    assert not first.promoted_repository  # a swept model's repos/<m> is only made by promote
     # One trtllm-build timing cache for the model: every build after the first starts from it.
-    assert [p.name.split("-")[-1] for p in (project / f"build/{M}/timing-cache").iterdir()] == ["engine.cache"]
-    reused = [read_json(project / f"build/{v}/engine/action.json")["timing_cache"]["engine"]["reused"] for v in variants]  # type: ignore[index]
-    assert sorted(reused) == [False, True, True, True]
+    assert first.timing_caches == ["engine.cache"]
+    assert sorted(first.reused, key=bool) == [False, True, True, True]
     listed = run_doit(project, "list", "--all", env=env).stdout
     assert f"promote:{variant(8, 512)}" in listed
     assert f"build:{variant(4, 256)}" in listed
