@@ -187,11 +187,17 @@ def input_names(paths: Sequence[Path]) -> list[str]:
     """
     root = Path.cwd().resolve()
     absolute = [p if p.is_absolute() else root / p for p in paths]
-    outside = [p for p in absolute if not p.is_relative_to(root)]
+    outside = [p for p in absolute if not _owned(p, root)]
     base = Path(os.path.commonpath(outside)) if outside else root
     if len(outside) == 1:
         base = outside[0].parent
-    return [p.relative_to(root).as_posix() if p.is_relative_to(root) else f"external:{p.relative_to(base).as_posix()}" for p in absolute]
+    return [f"external:{p.relative_to(base).as_posix()}" if p in outside else p.relative_to(root).as_posix() for p in absolute]
+
+
+def _owned(path: Path, root: Path) -> bool:
+    """Inside the project and not in an installed package: a virtualenv inside the checkout
+    (``.venv/lib/.../site-packages``) names its files as one elsewhere does, so keys agree."""
+    return path.is_relative_to(root) and "site-packages" not in path.relative_to(root).parts
 
 
 def input_digests(stage: Stage) -> dict[str, str]:

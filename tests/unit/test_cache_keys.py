@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
+
+from tasks.core import stage
 from tasks.triton import repository
 
 
@@ -18,3 +23,19 @@ def test_trt_llm_configs_name_the_marker_root_until_the_repository_is_assembled(
         {},
     )  # fmt: skip
     assert values["decoder_engine_dir"] == f"{repository.REPOSITORY_MARKER}/tensorrt_llm/1/engine"
+
+
+def test_a_virtualenv_inside_the_checkout_names_its_package_files_as_one_elsewhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    package = "lib/python3.11/site-packages/pkg/model"
+    inside, outside = tmp_path / "checkout", tmp_path / "venvs/env"
+    inside.mkdir()
+    monkeypatch.chdir(inside)
+    names = {}
+    for venv in (inside / ".venv", outside):
+        files = [Path("build/m/fetch/manifest.json"), venv / package / "config.json", venv / package / "1_Pooling/config.json"]
+        names[venv] = stage.input_names(files)
+    assert (
+        names[inside / ".venv"]
+        == names[outside]
+        == ["build/m/fetch/manifest.json", "external:config.json", "external:1_Pooling/config.json"]
+    )

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tasks.core.stage import Stage, canonical
+from tasks.core.stage import Stage, canonical, input_names
 from tasks.stages import fetch, kinds
 from tasks.tools import toolchain
 
@@ -28,7 +28,7 @@ def described(stage: Stage) -> Any:
     return canonical({
         "params": params,
         "deps": {k: d.task_name for k, d in stage.deps.items()},
-        "files": [p.as_posix() if not p.is_absolute() else p.name for p in stage.files],
+        "files": input_names(stage.files),
         "out_dir": stage.out_dir.as_posix(),
         "target": stage.target,
         "cached": stage.cached,
