@@ -50,15 +50,13 @@ class CountingProxy:
 
     @staticmethod
     def _pipe(src: socket.socket, dst: socket.socket) -> None:
-        try:
+        # A peer that goes away ends the pipe; both directions are shut down either way.
+        with contextlib.suppress(OSError):
             while data := src.recv(1 << 16):
                 dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for sock in (src, dst):
-                with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
+        for sock in (src, dst):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
 
     def close(self) -> None:
         self._server.close()
