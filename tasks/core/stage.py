@@ -195,8 +195,11 @@ def input_names(paths: Sequence[Path]) -> list[str]:
 
 
 def _owned(path: Path, root: Path) -> bool:
-    """Inside the project and not in an installed package: a virtualenv inside the checkout
-    (``.venv/lib/.../site-packages``) names its files as one elsewhere does, so keys agree."""
+    """Inside the project and not in an installed package.
+
+    A virtualenv inside the checkout (``.venv/lib/.../site-packages``) then names its files as one
+    elsewhere does, so the keys agree.
+    """
     return path.is_relative_to(root) and "site-packages" not in path.relative_to(root).parts
 
 
