@@ -33,6 +33,7 @@ from tasks.console.reporter import Reporter
 from tasks.core import cache, hashing, interrupts, lock
 from tasks.stages import kinds
 from tasks.tools import toolchain
+from tasks.triton import runs
 
 logs.configure(get_var("log", "info"))
 Path("build/.cache").mkdir(parents=True, exist_ok=True)
@@ -52,6 +53,7 @@ MUTATES = lock.command_mutates(sys.argv[1:])
 if MUTATES:
     lock.hold()
     interrupts.save_state_on_sigterm()
+    runs.reap()  # servers, stubs, /tmp and /dev/shm files a killed run left; nothing when there are none
 
 TARGET = toolchain.resolve_target(get_var("target", "auto"))
 GRAPH = kinds.build_graph(TARGET)

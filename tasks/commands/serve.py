@@ -35,10 +35,12 @@ def serve(model: str, target: str, address: str, ports: dict[str, str], ranks: d
     """Doit action: start the server, print where it listens, stop it cleanly on Ctrl-C."""
     from tasks.triton.argv import Ports  # noqa: PLC0415 - only serve needs them
     from tasks.triton.launcher import TritonServer  # noqa: PLC0415
+    from tasks.triton.processes import check_address  # noqa: PLC0415
     from tasks.triton.ranks import Ranks  # noqa: PLC0415
 
     try:
         numbers = {name: parse_port(name, value) for name, value in ports.items()}
+        check_address(address)
         server = TritonServer(
             REPOS / model,
             target,

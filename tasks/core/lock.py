@@ -17,6 +17,8 @@ from typing import IO
 from tasks.core.errors import UserError
 
 _PATH = Path("build/.lock")
+# The holder writes its pid right after taking the lock: a refused run waits this long to read it.
+_HOLDER_WAIT_S = 2.0
 _HANDLE: IO[str] | None = None
 
 # doit commands that only read state; everything else (run is the default) takes the lock.
@@ -43,20 +45,32 @@ def hold() -> None:
     if _HANDLE is not None:
         return
     _PATH.parent.mkdir(parents=True, exist_ok=True)
-    handle = _PATH.open("a+", encoding="utf-8")
+    # Read-write without append: the holder line is written over the old one at offset 0.
+    handle = os.fdopen(os.open(_PATH, os.O_RDWR | os.O_CREAT, 0o644), "r+", encoding="utf-8")
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        handle.seek(0)
-        holder = handle.read().strip() or "unknown pid"
+        holder = _holder(handle)
         handle.close()
         msg = f"another doit run is using this project ({holder}); wait for it to finish"
         raise UserError(str(_PATH), msg) from None
+    # Written over the old text, then cut to length: a reader never finds the file empty.
     handle.seek(0)
-    handle.truncate()
     handle.write(f"pid {os.getpid()} since {time.strftime('%H:%M:%S')}\n")
+    handle.truncate()
     handle.flush()
     _HANDLE = handle
+
+
+def _holder(handle: IO[str]) -> str:
+    """The holder's line; read again for a moment while the holder has not written it yet."""
+    deadline = time.monotonic() + _HOLDER_WAIT_S
+    while True:
+        handle.seek(0)
+        text = handle.read().strip()
+        if text or time.monotonic() >= deadline:
+            return text or "unknown pid"
+        time.sleep(0.02)
 
 
 def release() -> None:

@@ -17,8 +17,6 @@ log = logging.getLogger(__name__)
 
 TARGETS = ("cpu", "trt")
 STUB_NAME = "triton_python_backend_stub"
-SHM_DIR = Path("/dev/shm")  # noqa: S108 - where POSIX shm regions live on Linux
-SHM_PREFIX = "triton_python_backend_shm_region_"
 TRT_FALLBACK_BINARY = Path("/opt/tritonserver/bin/tritonserver")
 PYTRITON_HINT = "pip install nvidia-pytriton==0.7.0"
 

@@ -15,6 +15,8 @@ Two targets are supported:
 
 The server runs in its own session: Ctrl-C in the terminal reaches only the caller,
 and the python-backend stubs, which can ignore SIGTERM, are killed with the group.
+Each start is recorded (``tasks.triton.runs``) so that what a launcher killed with
+SIGKILL leaves behind is removed at the next start.
 """
 
 from __future__ import annotations
@@ -35,7 +37,8 @@ from typing import IO, TYPE_CHECKING, Self
 
 from tasks.core import interrupts
 from tasks.tools import toolchain
-from tasks.triton.argv import SHM_DIR, SHM_PREFIX, Ports, ServerError, check_target, prepare_backend_dir, server_command
+from tasks.triton import runs
+from tasks.triton.argv import Ports, ServerError, check_target, prepare_backend_dir, server_command
 from tasks.triton.compat import check_repository_toolchain
 from tasks.triton.processes import (
     busy_port,
@@ -51,6 +54,7 @@ from tasks.triton.processes import (
     wait_exited,
 )
 from tasks.triton.ranks import Ranks, check_gpus, leader_mode_command
+from tasks.triton.runs import SHM_DIR, SHM_PREFIX
 
 log = logging.getLogger(__name__)
 
@@ -77,14 +81,21 @@ class _PortClashError(Exception):
         self.tail = tail
 
 
-def _stop_with_parent() -> None:
+def _stop_with_parent(parent: int) -> None:
     """In the child before exec: get SIGINT (graceful stop) when the launching process dies.
 
     The server runs in its own session so Ctrl-C reaches only the launcher; without
     this, a launcher killed with SIGKILL would leave the server running for good.
+    SIGINT is reset to its default first: a launcher started in the background by a
+    shell ignores it, and an ignored signal would stay ignored in the server.  Only
+    async-signal-safe libc calls here (the launcher may have threads).
     """
     libc = ctypes.CDLL(None, use_errno=True)
+    libc.signal(signal.SIGINT, signal.SIG_DFL)
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGINT, 0, 0, 0)
+    # The launcher may have died between fork and prctl: then no signal would ever come.
+    if os.getppid() != parent:
+        os._exit(1)
 
 
 class TritonServer:
@@ -102,10 +113,12 @@ class TritonServer:
         exit_timeout_s: int = 5,
         model_control: str = "none",
         ranks: Ranks | None = None,
+        runs_dir: Path = runs.DEFAULT_DIR,
     ) -> None:
         """Describe a server; nothing runs until :meth:`start`.
 
-        With *ports* None, free ports are picked at start (and re-picked on a clash).  *ranks*
+        With *ports* None, free ports are picked at start (and re-picked on a clash).  Each
+        start is recorded in *runs_dir*, and dead runs recorded there are reaped first.  *ranks*
         with a world size above 1 starts one process per rank under mpirun on ``trt``; on
         ``cpu`` the stand-in models run every rank's work in one process.
         """
@@ -126,6 +139,8 @@ class TritonServer:
         self._backend_tmp: Path | None = None
         self._shm_prefix = f"{SHM_PREFIX}{os.getpid()}_{secrets.token_hex(4)}_"
         self.ranks = ranks or Ranks()
+        self.runs_dir = runs_dir
+        self._record: Path | None = None
 
     # -- properties
 
@@ -171,6 +186,7 @@ class TritonServer:
         """
         if self._proc is not None:
             return
+        runs.reap(self.runs_dir)
         if self.target == "trt":
             check_repository_toolchain(self.repo)
             if self.ranks.world_size > 1:
@@ -245,6 +261,7 @@ class TritonServer:
         log.debug("starting %s", argv)
         # A Ctrl-C inside Popen, after the fork but before self._proc is set, would leave a
         # server that stop() does not know about: hold it until the process is recorded.
+        parent = os.getpid()
         with interrupts.uninterrupted():
             self._proc = subprocess.Popen(
                 argv,
@@ -253,8 +270,9 @@ class TritonServer:
                 stdout=self._log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                preexec_fn=_stop_with_parent,  # noqa: PLW1509 - doit runs actions single-threaded
+                preexec_fn=lambda: _stop_with_parent(parent),  # noqa: PLW1509 - ctypes calls only, see there
             )
+            self._record = runs.record(self.runs_dir, self._proc.pid, backend_dir, self._shm_prefix)
         return self._proc
 
     def _wait_ready(self, proc: subprocess.Popen[bytes]) -> None:
@@ -303,6 +321,8 @@ class TritonServer:
         if self._backend_tmp is not None:
             shutil.rmtree(self._backend_tmp, ignore_errors=True)
             self._backend_tmp = None
+        runs.forget(self._record)
+        self._record = None
         return self._exit_code if self._exit_code is not None else 0
 
     def _halt(self) -> None:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from pathlib import Path
 
+from tasks.core.errors import UserError
 from tasks.triton.argv import STUB_NAME, Ports
 
 _TAIL_LINES = 20
@@ -30,6 +31,20 @@ _ERROR_LINE = re.compile(r"^[EF]\d{4} |error|fail|exception|in use", re.IGNORECA
 
 def _family(address: str) -> socket.AddressFamily:
     return socket.AF_INET6 if ":" in address else socket.AF_INET
+
+
+def check_address(address: str, variable: str = "address") -> None:
+    """Refuse an *address* this machine cannot listen on, naming the *variable* it came from.
+
+    Without this, a bind failure on a bad address reads as "port already in use".
+    """
+    try:
+        with socket.socket(_family(address), socket.SOCK_STREAM) as sock:
+            sock.bind((address, 0))
+    except OSError as exc:  # gaierror for a malformed or unknown name, EADDRNOTAVAIL for another host's
+        reason = exc.strerror or str(exc)
+        msg = f"{address[:100]!r} is not a valid address for this machine to listen on ({reason})"
+        raise UserError(variable, msg) from None
 
 
 def pick_free_ports(address: str = "127.0.0.1") -> Ports:

@@ -18,7 +18,7 @@ import tokenizers
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 
-from tasks.triton import argv, launcher, processes
+from tasks.triton import launcher, processes, runs
 from tasks.triton.argv import Ports, ServerError
 from tasks.triton.launcher import TritonServer
 from tasks.triton.processes import live_stub_pids
@@ -130,7 +130,7 @@ def _pids_mentioning(text: str) -> list[int]:
 
 
 def _shm_files(prefix: str) -> list[Path]:
-    return sorted(argv.SHM_DIR.glob(f"{prefix}*"))
+    return sorted(runs.SHM_DIR.glob(f"{prefix}*"))
 
 
 def _assert_nothing_left(repo: Path, server: TritonServer) -> None:
