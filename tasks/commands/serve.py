@@ -2,7 +2,8 @@
 
 The repository is brought up to date first (``task_dep`` on ``repo:<model>``);
 the project lock is then released so other builds can run while the server is up
-(a rebuilt repository is swapped in atomically under the running server).
+(a rebuilt repository is swapped in atomically under the running server; ``reload=on``,
+the default, loads what changed into the running server, ``reload=off`` only says so).
 """
 
 from __future__ import annotations
@@ -11,9 +12,11 @@ import logging
 import time
 from typing import Any
 
+from doit import get_var
 from doit.exceptions import TaskFailed
 
 from tasks.commands.promote import promoted_ranks
+from tasks.commands.reload import RepoWatch, parse_reload
 from tasks.core import interrupts, lock
 from tasks.core.errors import UserError
 from tasks.spec.sources import server_ranks
@@ -22,6 +25,7 @@ from tasks.stages.graph import BUILD, REPOS, Graph
 log = logging.getLogger(__name__)
 
 _POLL_S = 0.2
+_WATCH_EVERY = 5  # polls: the repository is checked once a second
 DEFAULT_PORTS = {"http_port": 8000, "grpc_port": 8001, "metrics_port": 8002}
 
 
@@ -41,6 +45,7 @@ def serve(model: str, target: str, address: str, ports: dict[str, str], ranks: d
     try:
         numbers = {name: parse_port(name, value) for name, value in ports.items()}
         check_address(address)
+        watch = RepoWatch(REPOS / model, reload=parse_reload(get_var("reload", "on")))
         server = TritonServer(
             REPOS / model,
             target,
@@ -48,6 +53,7 @@ def serve(model: str, target: str, address: str, ports: dict[str, str], ranks: d
             ports=Ports(numbers["http_port"], numbers["grpc_port"], numbers["metrics_port"]),
             address=address,
             ranks=Ranks.from_params(ranks),
+            model_control="explicit",
         )
     except UserError as exc:
         return TaskFailed(str(exc))
@@ -73,9 +79,13 @@ def serve(model: str, target: str, address: str, ports: dict[str, str], ranks: d
     try:
         # Polled, not a blocking wait: a Ctrl-C whose KeyboardInterrupt Python dropped
         # (see interrupts.raise_if_interrupted) must still stop the server.
+        polls = 0
         while not server.exited():
             time.sleep(_POLL_S)
             interrupts.raise_if_interrupted()
+            polls += 1
+            if polls % _WATCH_EVERY == 0:
+                watch.check(server.http_url)
         code = server.stop()
     except KeyboardInterrupt:
         log.info("serve: stopping")
@@ -97,7 +107,7 @@ def serve_promoted(model: str, target: str, address: str, ports: dict[str, str])
 def _task(name: str, action: tuple[Any, list[Any]], task_dep: list[str]) -> dict[str, Any]:
     return {
         "name": name,
-        "doc": f"run Triton on repos/{name} (vars: address, http_port, grpc_port, metrics_port)",
+        "doc": f"run Triton on repos/{name} (vars: address, http_port, grpc_port, metrics_port, reload)",
         "actions": [action],
         "task_dep": task_dep,
         "uptodate": [False],

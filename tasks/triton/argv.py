@@ -188,6 +188,9 @@ def server_command(
         f"--exit-timeout-secs={exit_timeout_s}",
         f"--log-verbose={log_verbose}",
     ]
+    if model_control == "explicit":
+        # Everything at start, as in mode none; later loads and unloads through the repository API.
+        argv.append("--load-model=*")
     if backend_dir is not None:
         argv.append(f"--backend-directory={backend_dir}")
     if shm_prefix is not None:
