@@ -45,7 +45,7 @@ def serve(model: str, target: str, address: str, ports: dict[str, str], ranks: d
     try:
         numbers = {name: parse_port(name, value) for name, value in ports.items()}
         check_address(address)
-        watch = RepoWatch(REPOS / model, reload=parse_reload(get_var("reload", "on")))
+        watch = RepoWatch(REPOS / model, reload=parse_reload(get_var("reload", "on") or "on"))
         server = TritonServer(
             REPOS / model,
             target,
