@@ -17,6 +17,7 @@ import importlib.metadata
 import logging
 import os
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from typing import Any
 from tasks.core import cache, fsops
 from tasks.core.errors import UserError, YamlError
 from tasks.core.stage import Stage, StageContext
+from tasks.families import weights
 from tasks.spec.modelspec import IMAGE_FAMILIES, SHA_RE, ModelSpec
 from tasks.stages.graph import ModelGraph, rel, stage_owner
 from tasks.triton.layout import PREPROCESSOR_FILE
@@ -31,7 +33,7 @@ from tasks.triton.llm_layout import TOKENIZER_FILES
 
 log = logging.getLogger(__name__)
 
-CODE_VERSION = "1"
+CODE_VERSION = "2"
 WEIGHT_NAMES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
 _SKIP_DIRS = {".git", ".cache", "__pycache__"}
 CONFIG_FILE = "config.json"
@@ -247,6 +249,7 @@ def action(ctx: StageContext, folder: Path | None) -> None:
     else:
         files = _walk(folder)
     copied = link_tree(files, folder, ctx.out)
+    ctx.record["weights_checked"] = asdict(weights.check_folder(ctx.out, ctx.stage.task_name))
     ctx.record["copied_files"] = copied
     ctx.record["fetched_bytes"] = sum(path.stat().st_size for path in files)
     if copied:
