@@ -31,8 +31,10 @@ def disk_full(exc: BaseException) -> OSError | None:
 def message(path: Path | str | None, fallback: Path) -> str:
     """``disk full while writing <path> (N MB free)``."""
     shown = Path(path) if path else fallback
+    # The file (or its work folder) may be gone by now: ask the nearest folder that still exists.
+    existing = next((p for p in (shown, *shown.absolute().parents) if p.exists()), Path("/"))
     try:
-        free = os.statvfs(shown.parent if not shown.exists() else shown)
+        free = os.statvfs(existing)
         room = f" ({free.f_bavail * free.f_frsize / 1e6:.0f} MB free there)"
     except OSError:
         room = ""
