@@ -61,7 +61,7 @@ def check_family(config: Mapping[str, Any], family: str, path: Path, where: str)
 
 
 def _weight_files_shown(folder: Path) -> str:
-    files = weights.weight_files(folder)
+    files = weights.weight_files(p for p in folder.iterdir() if p.is_file())
     return ", ".join(str(p) for p in files[:_SHOWN]) if files else str(folder)
 
 

@@ -256,17 +256,18 @@ def scan_pickle(path: Path, where: str) -> int:
     return len(state)
 
 
-def weight_files(folder: Path) -> list[Path]:
-    """Every safetensors file under ``folder``, else its pickled ``pytorch_model*.bin`` weights."""
-    found = sorted(folder.rglob(SAFETENSORS_GLOB))
-    return found or sorted({p for pattern in PICKLE_GLOBS for p in folder.rglob(pattern)})
+def weight_files(files: Iterable[Path]) -> list[Path]:
+    """The weight files among ``files``: every safetensors file, else the pickled ``pytorch_model*.bin`` weights."""
+    files = sorted(files)
+    found = [p for p in files if p.match(SAFETENSORS_GLOB)]
+    return found or [p for p in files if any(p.match(pattern) for pattern in PICKLE_GLOBS)]
 
 
 def check_files(files: Iterable[Path], where: str) -> Checked:
-    """Validate weight files: layout of each safetensors file, then no NaN or Inf in any float tensor."""
+    """Validate the weight files among ``files``: each safetensors layout, then no NaN or Inf in any float tensor."""
     started = time.monotonic()
     count = tensors = size = 0
-    for path in files:
+    for path in weight_files(files):
         if path.suffix == ".bin":
             tensors += scan_pickle(path, where)
         else:
@@ -279,5 +280,5 @@ def check_files(files: Iterable[Path], where: str) -> Checked:
 
 
 def check_folder(folder: Path, where: str) -> Checked:
-    """Validate the weights of an HF checkpoint folder (see ``weight_files``)."""
-    return check_files(weight_files(folder), where)
+    """Validate the weights of an HF checkpoint folder."""
+    return check_files((p for p in folder.rglob("*") if p.is_file()), where)

@@ -248,8 +248,8 @@ def action(ctx: StageContext, folder: Path | None) -> None:
         log.info("fetch: %s@%s resolved to commit %s", source["hf"], source["revision"], folder.name)
     else:
         files = _walk(folder)
+    ctx.record["weights_checked"] = asdict(weights.check_files(files, ctx.stage.task_name))
     copied = link_tree(files, folder, ctx.out)
-    ctx.record["weights_checked"] = asdict(weights.check_folder(ctx.out, ctx.stage.task_name))
     ctx.record["copied_files"] = copied
     ctx.record["fetched_bytes"] = sum(path.stat().st_size for path in files)
     if copied:

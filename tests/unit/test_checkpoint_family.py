@@ -6,12 +6,14 @@ import errno
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 from doit.exceptions import TaskFailed
 from safetensors.numpy import load_file, save_file
 
+from tasks.core import lock
 from tasks.core import stage as stage_module
 from tasks.core.errors import UserError
 from tasks.core.stage import Stage, StageContext
@@ -47,7 +49,7 @@ def test_checkpoints_of_the_family_pass(family: str, config: dict[str, object]) 
     check_family(config, family, Path("config.json"), WHERE)
 
 
-def _bert_copy(tiny_bert: Path, dest: Path) -> dict[str, np.ndarray]:
+def _bert_copy(tiny_bert: Path, dest: Path) -> dict[str, np.ndarray[Any, Any]]:
     shutil.copytree(tiny_bert, dest)
     return load_file(dest / "model.safetensors")
 
@@ -96,7 +98,7 @@ def test_export_refuses_outputs_that_are_not_finite(bad: float) -> None:
 
 def _failing_stage(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, error: OSError) -> Stage:
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(stage_module.lock, "hold", lambda: None)
+    monkeypatch.setattr(lock, "hold", lambda: None)
 
     def action(ctx: StageContext) -> None:
         (ctx.out / "part").write_bytes(b"x")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -17,7 +18,7 @@ from tasks.families import weights
 WHERE = "fetch:test"
 
 
-def _write(folder: Path, tensors: dict[str, np.ndarray]) -> Path:
+def _write(folder: Path, tensors: dict[str, np.ndarray[Any, Any]]) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "model.safetensors"
     save_file(tensors, path)
@@ -68,7 +69,7 @@ def test_a_sound_checkpoint_passes_and_is_counted(tmp_path: Path) -> None:
     [(np.float32, np.nan, "NaN"), (np.float32, -np.inf, "Inf"), (np.float16, np.inf, "Inf"), (np.float64, np.nan, "NaN")],
 )
 def test_a_nan_or_inf_is_refused_naming_file_tensor_and_element(tmp_path: Path, dtype: type, value: float, kind: str) -> None:
-    bad = np.ones((4, 5), dtype)
+    bad: np.ndarray[Any, Any] = np.ones((4, 5), dtype)
     bad[2, 3] = value
     path = _write(tmp_path, {"a.weight": np.ones(3, dtype), "b.weight": bad})
     _refused(path, rf"tensor 'b\.weight' \(\w+ \[4, 5\]\) holds {kind} at element 13")
