@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-CODE_VERSION = "3"
+CODE_VERSION = "2"
 TOOLCHAIN = ("torch", "transformers", "onnx", "onnxscript")
 TOLERANCE = 1e-4
 

@@ -33,7 +33,7 @@ from tasks.triton.llm_layout import TOKENIZER_FILES
 
 log = logging.getLogger(__name__)
 
-CODE_VERSION = "2"
+CODE_VERSION = "1"
 WEIGHT_NAMES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
 _SKIP_DIRS = {".git", ".cache", "__pycache__"}
 CONFIG_FILE = "config.json"
