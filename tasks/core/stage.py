@@ -21,7 +21,7 @@ from typing import Any
 
 from doit.exceptions import TaskFailed
 
-from tasks.core import cache, fsops, hashing, interrupts, lock, manifest
+from tasks.core import cache, diskfull, fsops, hashing, interrupts, lock, manifest
 from tasks.core.errors import UserError
 
 log = logging.getLogger("tasks")
@@ -235,6 +235,11 @@ def run_stage(stage: Stage) -> TaskFailed | None:
         _build(stage)
     except UserError as exc:
         return TaskFailed(str(exc))
+    except Exception as exc:
+        full = diskfull.disk_full(exc)
+        if full is None:
+            raise
+        return TaskFailed(f"{stage.task_name}: {diskfull.message(full.filename, stage.out_dir)}")
     return None
 
 

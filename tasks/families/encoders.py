@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tasks.core.errors import UserError
+from tasks.families.checkpoint import load_pretrained
 
 if TYPE_CHECKING:
     import numpy as np
@@ -141,7 +142,8 @@ def bert_wrapper(hf_dir: Path, settings: Mapping[str, Any]) -> torch.nn.Module:
     import torch  # noqa: PLC0415
     from transformers import AutoModel  # noqa: PLC0415
 
-    model = AutoModel.from_pretrained(hf_dir, local_files_only=True).eval()
+    # The pooler is never read (pooling happens below), so a checkpoint saved without it is whole.
+    model = load_pretrained(AutoModel, hf_dir, unused=("pooler.",)).eval()
     pooling, normalize = settings["pooling"], settings["normalize"]
 
     class Pooled(torch.nn.Module):
@@ -170,7 +172,7 @@ def clip_vision_wrapper(hf_dir: Path, settings: Mapping[str, Any]) -> torch.nn.M
     from transformers import CLIPVisionModelWithProjection  # noqa: PLC0415
 
     # Loads the vision tower and visual projection out of a full CLIP checkpoint as well.
-    model = CLIPVisionModelWithProjection.from_pretrained(hf_dir, local_files_only=True).eval()  # type: ignore[no-untyped-call]
+    model = load_pretrained(CLIPVisionModelWithProjection, hf_dir).eval()
     normalize = settings["normalize"]
 
     class Vision(torch.nn.Module):
@@ -188,7 +190,7 @@ def clip_text_wrapper(hf_dir: Path, settings: Mapping[str, Any]) -> torch.nn.Mod
     import torch  # noqa: PLC0415
     from transformers import CLIPTextModelWithProjection  # noqa: PLC0415
 
-    model = CLIPTextModelWithProjection.from_pretrained(hf_dir, local_files_only=True).eval()  # type: ignore[no-untyped-call]
+    model = load_pretrained(CLIPTextModelWithProjection, hf_dir).eval()
     normalize = settings["normalize"]
 
     class Text(torch.nn.Module):

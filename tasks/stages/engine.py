@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from tasks.console import progress
-from tasks.core import fsops, interrupts
+from tasks.core import diskfull, fsops, interrupts
 from tasks.core.errors import UserError
 from tasks.core.stage import Stage, StageContext
 from tasks.families import encoders
@@ -152,11 +152,25 @@ def build_cpu(ctx: StageContext) -> None:
     unused = [k for k in _TRT_ONLY if ctx.params["engine"].get(k) not in (None, [], {}, "fp32")]
     if unused:
         log.info("engine: target cpu runs fp32 onnxruntime; engine.%s apply to target trt only", ", engine.".join(unused))
+    source, target = ctx.inputs["onnx"] / "model.onnx", ctx.out / "model.onnx"
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
-    options.optimized_model_filepath = str(ctx.out / "model.onnx")
-    ort.InferenceSession(str(ctx.inputs["onnx"] / "model.onnx"), options, providers=["CPUExecutionProvider"])
+    options.optimized_model_filepath = str(target)
+    try:
+        ort.InferenceSession(str(source), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # noqa: BLE001 - onnxruntime's errors derive from Exception alone
+        raise _ort_failure(exc, source, target, ctx.stage.task_name) from None
     ctx.record["onnxruntime_level"] = "extended"
+
+
+def _ort_failure(exc: Exception, source: Path, target: Path, where: str) -> UserError:
+    """One line for an onnxruntime failure; a failed write of the optimised model is checked for a full disk."""
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+    # onnxruntime loses the errno of a failed write and says INVALID_PROTOBUF; writing as much again tells.
+    size = source.stat().st_size if source.is_file() else 0
+    if diskfull.disk_full(exc) or ("serializ" in first.lower() and diskfull.cannot_write(target, size)):
+        return UserError(where, diskfull.message(target, target))
+    return UserError(where, f"onnxruntime cannot optimise {source} into {target}: {first}")
 
 
 def action(ctx: StageContext) -> None:

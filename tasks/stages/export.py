@@ -14,15 +14,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tasks.console import logs
-from tasks.core import fsops, interrupts
+from tasks.core import diskfull, fsops, interrupts
 from tasks.core.errors import UserError
 from tasks.core.stage import Stage, StageContext
-from tasks.families import encoders
+from tasks.families import checkpoint, encoders
 from tasks.families.converters import read_checkpoint_config
 from tasks.stages.graph import ModelGraph
 from tasks.tools import toolchain
 
 if TYPE_CHECKING:
+    import numpy as np
     import torch
 
 log = logging.getLogger(__name__)
@@ -58,7 +59,7 @@ def _export(module: torch.nn.Module, path: Path, opset: int, signature: encoders
     )
 
 
-def compare(module: torch.nn.Module, path: Path, signature: encoders.Signature, samples: list[encoders.Feeds]) -> float:
+def compare(module: torch.nn.Module, path: Path, signature: encoders.Signature, samples: list[encoders.Feeds], where: str) -> float:
     """Largest |ONNX Runtime - PyTorch| over batches of different shapes."""
     import onnxruntime as ort  # noqa: PLC0415
     import torch  # noqa: PLC0415
@@ -73,9 +74,23 @@ def compare(module: torch.nn.Module, path: Path, signature: encoders.Signature, 
             expected = module(*(torch.from_numpy(feeds[t.name]) for t in signature.inputs))
         expected = expected if isinstance(expected, tuple) else (expected,)
         got = session.run(names, feeds)
-        for want, have in zip(expected, got, strict=True):
-            worst = max(worst, float(abs(want.numpy() - have).max()))
+        for name, want, have in zip(names, expected, got, strict=True):
+            worst = max(worst, largest_diff(f"{path}: output {name}", want.numpy(), have, where))
     return worst
+
+
+def largest_diff(name: str, want: np.ndarray[Any, Any], have: np.ndarray[Any, Any], where: str) -> float:
+    """The largest |have - want| of one output; an output that is not finite is refused, not compared.
+
+    NaN compares false with everything, so a NaN difference would pass any ``diff > tolerance`` test.
+    """
+    import numpy as np  # noqa: PLC0415
+
+    for side, values in (("PyTorch", want), ("ONNX Runtime", have)):
+        if not np.isfinite(values).all():
+            kind = "NaN" if np.isnan(values).any() else "Inf"
+            raise UserError(where, f"{name} holds {kind} under {side} (weights or inputs out of range); nothing is exported")
+    return float(np.abs(want - have).max(initial=0.0))
 
 
 def _run(ctx: StageContext, family: encoders.Family, settings: Mapping[str, Any], log_path: Path) -> float:
@@ -84,16 +99,19 @@ def _run(ctx: StageContext, family: encoders.Family, settings: Mapping[str, Any]
 
     source, out = ctx.inputs["hf"], ctx.out / "model.onnx"
     config = read_checkpoint_config(source, ctx.stage.task_name)
+    checkpoint.check_family(config, family.name, source / "config.json", ctx.stage.task_name)
     signature = family.signature(config)
     module = family.wrapper(source, settings)
     try:
         _export(module, out, settings["opset"], signature, family.samples(signature, config, 0))
     except Exception as exc:
+        if diskfull.disk_full(exc):
+            raise  # the stage runner names the file and the free space
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise UserError(ctx.stage.task_name, f"ONNX export failed: {first} (full log: {log_path})") from exc
     onnx.checker.check_model(str(out))
     fsops.write_json_atomic(ctx.out / encoders.SIGNATURE_FILE, signature.to_json())
-    return compare(module, out, signature, [family.samples(signature, config, seed) for seed in (1, 2)])
+    return compare(module, out, signature, [family.samples(signature, config, seed) for seed in (1, 2)], ctx.stage.task_name)
 
 
 def action(ctx: StageContext) -> None:
@@ -106,7 +124,7 @@ def action(ctx: StageContext) -> None:
         diff = _run(ctx, family, settings, log_path)
     ctx.record["max_abs_diff_vs_pytorch"] = diff
     log.info("export: max |onnxruntime - pytorch| = %.2e", diff)
-    if diff > TOLERANCE:
+    if not diff <= TOLERANCE:
         raise UserError(ctx.stage.task_name, f"ONNX output differs from PyTorch by {diff:.2e} (> {TOLERANCE:g})")
 
 

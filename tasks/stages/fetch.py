@@ -17,6 +17,7 @@ import importlib.metadata
 import logging
 import os
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from typing import Any
 from tasks.core import cache, fsops
 from tasks.core.errors import UserError, YamlError
 from tasks.core.stage import Stage, StageContext
+from tasks.families import weights
 from tasks.spec.modelspec import IMAGE_FAMILIES, SHA_RE, ModelSpec
 from tasks.stages.graph import ModelGraph, rel, stage_owner
 from tasks.triton.layout import PREPROCESSOR_FILE
@@ -246,6 +248,7 @@ def action(ctx: StageContext, folder: Path | None) -> None:
         log.info("fetch: %s@%s resolved to commit %s", source["hf"], source["revision"], folder.name)
     else:
         files = _walk(folder)
+    ctx.record["weights_checked"] = asdict(weights.check_files(files, ctx.stage.task_name))
     copied = link_tree(files, folder, ctx.out)
     ctx.record["copied_files"] = copied
     ctx.record["fetched_bytes"] = sum(path.stat().st_size for path in files)

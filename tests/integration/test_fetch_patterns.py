@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from tasks.commands.conformance import crosscheck
 from tasks.core import hashing
@@ -122,7 +123,9 @@ def test_fetch_output_holds_only_what_the_family_reads(wide_repo: Path, tiny_ber
 def test_a_repository_without_safetensors_gives_its_bin(tiny_bert: Path, tmp_path: Path) -> None:
     folder = tmp_path / "bin-only"
     shutil.copytree(tiny_bert, folder)
-    (folder / "model.safetensors").rename(folder / "pytorch_model.bin")
+    # A real pickled state dict: fetch loads it (memory-mapped) to refuse NaN or Inf weights.
+    torch.save(load_file(folder / "model.safetensors"), folder / "pytorch_model.bin")
+    (folder / "model.safetensors").unlink()
     (folder / "tf_model.h5").write_bytes(b"keras weights")
     cache = tmp_path / "hf-cache"
     seed_cache(cache, "acme/tiny-bert", folder)

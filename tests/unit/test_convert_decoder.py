@@ -311,7 +311,7 @@ def test_impossible_parallelism_is_one_clear_error(  # noqa: PLR0917 - parametri
 
 
 def test_a_checkpoint_of_another_family_is_refused(checkpoints: dict[str, Path], tmp_path: Path) -> None:
-    with pytest.raises(UserError, match="model_type 'gpt2'; the llama converter handles model_type 'llama'"):
+    with pytest.raises(UserError, match=r"config\.json: model_type is 'gpt2'; family llama expects model_type 'llama'"):
         convert("llama", checkpoints["gpt2"], tmp_path / "wrong")
 
 

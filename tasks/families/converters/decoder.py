@@ -38,6 +38,7 @@ from typing import Any
 import torch
 
 from tasks.core.errors import UserError
+from tasks.families.checkpoint import check_family
 from tasks.families.converters import Converted, Settings, read_checkpoint_config
 from tasks.families.converters.safetensors_stream import Checkpoint, open_checkpoint, write_safetensors
 from tasks.families.converters.sharding import Rule, Split, check_sources, rank_plan, vocab_padding
@@ -82,9 +83,7 @@ class DecoderSpec:
 
 def read_config(folder: Path, family: str, where: str) -> dict[str, Any]:
     config = read_checkpoint_config(folder, where)
-    if config.get("model_type") != family:
-        found = config.get("model_type")
-        raise UserError(where, f"{folder / 'config.json'}: model_type {found!r}; the {family} converter handles model_type {family!r}")
+    check_family(config, family, folder / "config.json", where)
     return config
 
 

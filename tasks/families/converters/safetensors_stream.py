@@ -5,10 +5,11 @@ bytes of JSON mapping each tensor name to ``{"dtype", "shape", "data_offsets": [
 (offsets relative to the data buffer that follows; an optional ``"__metadata__"`` maps
 str -> str), then the data buffer, row-major and little-endian.
 
-Reading parses that header itself and fills each tensor with ``preadv`` into a fresh
-buffer.  ``safetensors.safe_open`` would list the same names, but its ``get_tensor`` reads
-through an mmap and every page it touches stays in the process's RSS (measured: reading
-a 1 GB file tensor by tensor left RSS at 1.25 GB), which is exactly what streaming avoids.
+Reading parses that header itself (``tasks.families.weights``, which also checks it against the
+file) and fills each tensor with ``preadv`` into a fresh buffer.  ``safetensors.safe_open`` would
+list the same names, but its ``get_tensor`` reads through an mmap and every page it touches
+stays in the process's RSS (measured: reading a 1 GB file tensor by tensor left RSS at
+1.25 GB), which is exactly what streaming avoids.
 Writing takes a *plan* (name, shape, dtype, producer) so the header can be written first
 and each tensor produced, written and freed before the next one exists.
 """
@@ -28,6 +29,7 @@ from typing import Any, BinaryIO, Self
 import torch
 
 from tasks.core.errors import UserError
+from tasks.families import weights
 
 log = logging.getLogger(__name__)
 
@@ -72,45 +74,14 @@ class TensorInfo:
         return DTYPES[self.code]
 
 
-def _header(path: Path, where: str) -> tuple[dict[str, Any], int]:
-    """The parsed JSON header of ``path`` and the absolute offset of its data buffer."""
-    size = path.stat().st_size
-    with path.open("rb") as f:
-        length = int.from_bytes(f.read(_HEADER_LEN_BYTES), "little")
-        if length <= 0 or _HEADER_LEN_BYTES + length > size:
-            raise UserError(where, f"{path}: not a safetensors file (header length {length}, file size {size})")
-        raw = f.read(length)
-    try:
-        header = json.loads(raw)
-    except ValueError as exc:
-        raise UserError(where, f"{path}: not a safetensors file (header is not JSON: {exc})") from exc
-    if not isinstance(header, dict):
-        raise UserError(where, f"{path}: not a safetensors file (header is not a JSON object)")
-    return header, _HEADER_LEN_BYTES + length
-
-
-def _entry(name: str, meta: Any, *, path: Path, start: int, size: int, where: str) -> TensorInfo:  # noqa: ANN401 - raw JSON
-    """One validated header entry; a corrupt or truncated file is the user's to fix."""
-    try:
-        code, shape = meta["dtype"], tuple(int(d) for d in meta["shape"])
-        begin, end = (int(o) for o in meta["data_offsets"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise UserError(where, f"{path}: malformed header entry for {name!r}") from exc
-    if code not in DTYPES:
-        raise UserError(where, f"{path}: tensor {name!r} has dtype {code}, which torch cannot hold")
-    nbytes = math.prod(shape) * DTYPES[code].itemsize
-    if end - begin != nbytes or begin < 0 or start + end > size:
-        raise UserError(where, f"{path}: tensor {name!r} has offsets [{begin}, {end}] that do not fit its shape or the file")
-    return TensorInfo(name, code, shape, path, start + begin, nbytes)
-
-
 def list_file(path: Path, where: str) -> dict[str, TensorInfo]:
-    """Every tensor of one ``.safetensors`` file, from its header alone."""
-    header, start = _header(path, where)
-    size = path.stat().st_size
-    return {
-        name: _entry(name, meta, path=path, start=start, size=size, where=where) for name, meta in header.items() if name != "__metadata__"
-    }
+    """Every tensor of one ``.safetensors`` file, from its header alone (checked against the file's size)."""
+    tensors: dict[str, TensorInfo] = {}
+    for entry in weights.read_header(path, where):
+        if entry.code not in DTYPES:
+            raise UserError(where, f"{path}: tensor {entry.name!r} has dtype {entry.code}, which torch cannot hold")
+        tensors[entry.name] = TensorInfo(entry.name, entry.code, entry.shape, path, entry.offset, entry.nbytes)
+    return tensors
 
 
 def _read_into(fd: int, view: memoryview, offset: int, path: Path, where: str) -> None:

@@ -162,7 +162,8 @@ def check_sources(ckpt: Checkpoint, rules: list[Rule], dims: Mapping[str, int], 
     missing = sorted({src for rule in rules for src in rule.sources if src not in ckpt})
     if missing:
         more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""  # noqa: PLR2004 - a readable line
-        raise UserError(where, f"{ckpt.folder}: the checkpoint lacks {', '.join(missing[:3])}{more} (is it a complete {what} checkpoint?)")
+        files = ", ".join(str(path) for path in ckpt.files) or str(ckpt.folder)
+        raise UserError(where, f"{files}: no tensor {', '.join(missing[:3])}{more} (is it a complete {what} checkpoint?)")
     for rule in rules:
         for index, src in enumerate(rule.sources):
             expected = tuple(dims[d] for d in rule.shape)
@@ -170,6 +171,6 @@ def check_sources(ckpt: Checkpoint, rules: list[Rule], dims: Mapping[str, int], 
                 expected = (_qkv_rows(rule, index, expected[0]), *expected[1:])
             info = ckpt.info(src)
             if info.shape != expected:
-                raise UserError(where, f"{ckpt.folder}: {src} has shape {list(info.shape)}, config.json implies {list(expected)}")
+                raise UserError(where, f"{info.path}: tensor {src} has shape {list(info.shape)}, config.json implies {list(expected)}")
             if not info.dtype.is_floating_point:
-                raise UserError(where, f"{ckpt.folder}: {src} is {info.code}; only float checkpoints can be converted")
+                raise UserError(where, f"{info.path}: tensor {src} is {info.code}; only float checkpoints can be converted")
