@@ -1,7 +1,7 @@
 """Model files: ``models/<name>.yaml`` parsed, checked and completed with defaults; rules across model files.
 
 Every key is either understood or an error; nothing is ignored.  Errors read
-``models/minilm.yaml: engine.max_batch_size: expected an integer >= 1, got 'x'``.
+``models/minilm.yaml: engine.max_batch_size: expected an integer between 1 and 16384, got 'x'``.
 """
 
 from __future__ import annotations

@@ -99,7 +99,7 @@ CASES = [
     (
         "export:\n  opset: 18",
         "sweep:\n  engine.precision: [fp32, 'f p16']\nexport:\n  opset: 18",
-        f"{F}: sweep.engine.precision: expected numbers, true/false, null or words of [A-Za-z0-9._+]",
+        f"{F}: sweep.engine.precision: expected numbers, true/false, null or words of 1-64 of [A-Za-z0-9._+]",
     ),
     (
         "export:\n  opset: 18",
