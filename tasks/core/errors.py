@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import reprlib
+
 from doit.exceptions import InvalidDodoFile
 
 
@@ -28,3 +30,39 @@ class YamlError(UserError):
         super().__init__(where, message)
         self.path = path
         self.key = key
+
+
+# How much of a user's value a message may echo: enough to recognise it, never a flood.
+SHOWN_CHARS = 120
+_REPR = reprlib.Repr()
+_REPR.maxlevel = 3  # an alias bomb is a deep tree: never walk more of it than is shown
+_REPR.maxlist = _REPR.maxtuple = _REPR.maxset = _REPR.maxdict = 8
+_REPR.maxstring = 40  # strings inside a list or mapping
+_REPR.maxother = SHOWN_CHARS
+_REPR.maxlong = 40
+_BIG_INT_BITS = 256  # repr of a 5,000-digit int raises ValueError (Python's int/str digit limit)
+
+
+def shown(value: object) -> str:
+    """``repr(value)`` for a message, cut to ~120 characters: ``'aaaa…' (5000 chars)``.
+
+    Built with ``reprlib`` so a huge or deeply nested value (an alias bomb) is never
+    formatted in full on the way to being cut.
+    """
+    if isinstance(value, str):
+        return repr(value) if len(value) <= SHOWN_CHARS else f"{value[:SHOWN_CHARS]!r}… ({len(value):,} chars)"
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > _BIG_INT_BITS:
+        return f"an integer of about {int(value.bit_length() * 0.30103):,} digits"
+    text = _REPR.repr(value)
+    return text if len(text) <= SHOWN_CHARS else f"{text[:SHOWN_CHARS]}…"
+
+
+def shown_key(key: str) -> str:
+    """A key as a message names it: a pasted 5,000-character key is cut like a value."""
+    return key if len(key) <= SHOWN_CHARS // 2 else f"{key[: SHOWN_CHARS // 2]}…({len(key):,} chars)"
+
+
+def shown_text(value: object) -> str:
+    """``str(value)`` (a path, a name) cut like ``shown`` but without quotes."""
+    text = str(value)
+    return text if len(text) <= SHOWN_CHARS else f"{text[:SHOWN_CHARS]}…({len(text):,} chars)"

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from tasks.core.errors import shown
 from tasks.spec.modelspec import (
     IMAGE_FAMILIES,
     MEMBER_ROLES,
@@ -15,13 +16,14 @@ from tasks.spec.modelspec import (
     Check,
     Where,
     boolean,
+    bounded,
     distinct_int_list,
     fraction,
     gpu_list,
     integer,
     one_of,
     optional,
-    positive,
+    path_text,
     scalar_map,
     str_list,
     text,
@@ -30,20 +32,28 @@ from tasks.tools import trtexec, trtllm_argv
 
 # ---- blocks --------------------------------------------------------------------------------
 
+# Upper bounds no real model reaches (docs/models.md lists them): a typo fails naming its key.
+BATCH = 16_384  # batch sizes (trtllm-build's default max_batch_size is 2048)
+SEQ = 1_048_576  # tokens of one sequence: the longest contexts models ship with
+TOKENS = 1 << 30  # token budgets across a batch (max_num_tokens, the paged KV cache)
+INSTANCES = 256  # model instances per Triton model
+RANKS = 256  # tp_size, pp_size
+QUEUE_US = 10_000_000  # a dynamic batching delay of 10 s
+
 BENCH_TOOLS = ("builtin", "perf_analyzer", "genai-perf")
 # perf_analyzer's defaults where it has one (5 s windows, ±10 %, 10 trials).
 BENCH_COMMON: dict[str, tuple[Check, Any]] = {
-    "concurrency": (distinct_int_list, [1]),
+    "concurrency": (distinct_int_list(4096), [1]),
     "tool": (one_of("builtin", "perf_analyzer"), "builtin"),
-    "measurement_interval_ms": (integer(50), 5000),
-    "stability_percentage": (positive, 10.0),
-    "max_trials": (integer(3), 10),
-    "warmup_requests": (integer(0), 10),
-    "request_timeout_s": (integer(1), 60),
-    "prompts": (optional(text), None),
-    "num_prompts": (integer(1), 100),
-    "input_tokens": (integer(1), 32),
-    "seed": (integer(0), 0),
+    "measurement_interval_ms": (integer(50, 600_000), 5000),  # at most 10 min per window
+    "stability_percentage": (bounded(100), 10.0),
+    "max_trials": (integer(3, 100), 10),
+    "warmup_requests": (integer(0, 100_000), 10),
+    "request_timeout_s": (integer(1, 3600), 60),
+    "prompts": (optional(path_text), None),
+    "num_prompts": (integer(1, 100_000), 100),
+    "input_tokens": (integer(1, SEQ), 32),
+    "seed": (integer(0, 2**32 - 1), 0),
 }
 
 ENCODER_BLOCKS: dict[str, dict[str, tuple[Check, Any]]] = {
@@ -53,25 +63,25 @@ ENCODER_BLOCKS: dict[str, dict[str, tuple[Check, Any]]] = {
         "normalize": (boolean, True),
     },
     "engine": {
-        "max_batch_size": (integer(1), REQUIRED),
-        "max_seq_len": (integer(1), REQUIRED),
-        "opt_batch_size": (integer(1), None),
-        "opt_seq_len": (integer(1), None),
+        "max_batch_size": (integer(1, BATCH), REQUIRED),
+        "max_seq_len": (integer(1, SEQ), REQUIRED),
+        "opt_batch_size": (integer(1, BATCH), None),
+        "opt_seq_len": (integer(1, SEQ), None),
         "precision": (one_of("fp32", "fp16", "bf16", "int8", "best"), "fp32"),
-        "calibration_cache": (optional(text), None),
+        "calibration_cache": (optional(path_text), None),
         "timing_cache": (boolean, True),
-        "workspace_mb": (integer(1), None),
+        "workspace_mb": (integer(1, 1 << 20), None),
         "flags": (scalar_map, {}),
         "extra_args": (str_list, []),
     },
     "triton": {
-        "max_batch_size": (integer(1), REQUIRED),
-        "instance_count": (integer(1), 1),
-        "max_queue_delay_us": (integer(0), 100),
+        "max_batch_size": (integer(1, BATCH), REQUIRED),
+        "instance_count": (integer(1, INSTANCES), 1),
+        "max_queue_delay_us": (integer(0, QUEUE_US), 100),
     },
     "bench": {
         **BENCH_COMMON,
-        "batch_size": (integer(1), 1),
+        "batch_size": (integer(1, BATCH), 1),
     },
 }
 # Keys that only mean something for one family or modality.
@@ -94,50 +104,50 @@ def encoder_blocks(family: str) -> dict[str, dict[str, tuple[Check, Any]]]:
 ENSEMBLE_BLOCKS: dict[str, dict[str, tuple[Check, Any]]] = {
     "members": {role: (optional(text), None) for role in MEMBER_ROLES},
     "triton": {
-        "max_batch_size": (integer(1), REQUIRED),
-        "instance_count": (integer(1), 1),
+        "max_batch_size": (integer(1, BATCH), REQUIRED),
+        "instance_count": (integer(1, INSTANCES), 1),
     },
 }
 # Optional: only an ensemble whose file has an index: block gets index:<m> and <m>_search.
 INDEX_FIELDS: dict[str, tuple[Check, Any]] = {
     "member": (one_of(*MEMBER_ROLES), REQUIRED),
-    "corpus": (text, REQUIRED),
-    "top_k": (integer(1), 5),
-    "batch_size": (integer(1), 8),
+    "corpus": (path_text, REQUIRED),
+    "top_k": (integer(1, 1000), 5),
+    "batch_size": (integer(1, BATCH), 8),
 }
 LLM_BLOCKS: dict[str, dict[str, tuple[Check, Any]]] = {
     "convert": {
         "dtype": (one_of("float16", "bfloat16", "float32"), "float16"),
-        "tp_size": (integer(1), 1),
-        "pp_size": (integer(1), 1),
+        "tp_size": (integer(1, RANKS), 1),
+        "pp_size": (integer(1, RANKS), 1),
     },
     "engine": {
-        "max_batch_size": (integer(1), REQUIRED),
-        "max_input_len": (integer(1), REQUIRED),
-        "max_output_len": (integer(1), REQUIRED),
-        "max_beam_width": (integer(1), 1),
-        "max_num_tokens": (optional(integer(1)), None),
+        "max_batch_size": (integer(1, BATCH), REQUIRED),
+        "max_input_len": (integer(1, SEQ), REQUIRED),
+        "max_output_len": (integer(1, SEQ), REQUIRED),
+        "max_beam_width": (integer(1, 1024), 1),
+        "max_num_tokens": (optional(integer(1, TOKENS)), None),
         "flags": (scalar_map, {}),
         "encoder_flags": (scalar_map, {}),
         "decoder_flags": (scalar_map, {}),
         "extra_args": (str_list, []),
     },
     "triton": {
-        "max_batch_size": (integer(1), REQUIRED),
+        "max_batch_size": (integer(1, BATCH), REQUIRED),
         "decoupled": (boolean, False),
-        "instance_count": (integer(1), 1),
-        "max_queue_delay_us": (integer(0), 0),
+        "instance_count": (integer(1, INSTANCES), 1),
+        "max_queue_delay_us": (integer(0, QUEUE_US), 0),
         "kv_cache_free_gpu_mem_fraction": (fraction, 0.8),
         "cross_kv_cache_fraction": (fraction, 0.5),
         "batch_scheduler_policy": (one_of("guaranteed_no_evict", "max_utilization"), "guaranteed_no_evict"),
-        "max_tokens_in_paged_kv_cache": (optional(integer(1)), None),
+        "max_tokens_in_paged_kv_cache": (optional(integer(1, TOKENS)), None),
         "gpus": (optional(gpu_list), None),
     },
     "bench": {
         **BENCH_COMMON,
         "tool": (one_of(*BENCH_TOOLS), "builtin"),
         "model": (one_of("ensemble", "tensorrt_llm_bls"), "ensemble"),
-        "output_tokens": (integer(1), 16),
+        "output_tokens": (integer(1, SEQ), 16),
         "ignore_eos": (boolean, False),
     },
 }
@@ -179,7 +189,7 @@ def check_block(raw: Any, fields: Mapping[str, tuple[Check, Any]], where: Where)
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
-        raise where.error(f"expected a mapping, got {raw!r}")
+        raise where.error(f"expected a mapping, got {shown(raw)}")
     for key in raw:
         if key not in fields:
             raise where.child(str(key)).error(f"unknown key (known: {', '.join(fields)})")

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tasks.core.errors import YamlError
+from tasks.core.errors import YamlError, shown, shown_key
 from tasks.spec import sweep
 
 NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]*")
@@ -35,7 +35,8 @@ class Where:
     key: str
 
     def child(self, key: str) -> Where:
-        return Where(self.file, f"{self.key}.{key}" if self.key else key)
+        part = shown_key(key)
+        return Where(self.file, f"{self.key}.{part}" if self.key else part)
 
     def error(self, message: str) -> YamlError:
         return YamlError(self.file, self.key, message)
@@ -76,14 +77,21 @@ class ModelSpec:
 
 # ---- scalar checks -------------------------------------------------------------------------
 
+# Every value has a bound a real model file never reaches, so a typo (an extra zero, a pasted blob)
+# fails here naming its key instead of hanging a build or a benchmark.
+MAX_TEXT = 4096  # PATH_MAX: the longest path (and any other string) a model file holds
+MAX_PATH_PART = 255  # NAME_MAX: the longest file or folder name inside a path
+MAX_LIST = 256  # entries of any list (concurrency levels, extra args, GPU indices, flags)
+MAX_NUMBER = 1e15  # floats (bench limits in microseconds, percentages): finite and below this
 
-def integer(low: int, high: int | None = None) -> Check:
-    bound = f">= {low}" if high is None else f"between {low} and {high}"
+
+def integer(low: int, high: int) -> Check:
+    bound = f"between {low} and {high}"
 
     def check(value: Any, where: Where) -> int:  # noqa: ANN401 - raw YAML value
         ok = isinstance(value, int) and not isinstance(value, bool)
-        if not ok or value < low or (high is not None and value > high):
-            raise where.error(f"expected an integer {bound}, got {value!r}")
+        if not ok or value < low or value > high:
+            raise where.error(f"expected an integer {bound}, got {shown(value)}")
         return int(value)
 
     return check
@@ -91,17 +99,21 @@ def integer(low: int, high: int | None = None) -> Check:
 
 def one_of(*choices: str) -> Check:
     def check(value: Any, where: Where) -> str:  # noqa: ANN401
-        if value not in choices:
-            raise where.error(f"expected one of {', '.join(choices)}, got {value!r}")
+        if not isinstance(value, str) or value not in choices:
+            raise where.error(f"expected one of {', '.join(choices)}, got {shown(value)}")
         return str(value)
 
     return check
 
 
+def _finite(value: Any) -> bool:  # noqa: ANN401
+    """A real number: not a bool, not NaN (every comparison with NaN is false), not infinite."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and -MAX_NUMBER <= value <= MAX_NUMBER
+
+
 def fraction(value: Any, where: Where) -> float:  # noqa: ANN401
-    ok = isinstance(value, int | float) and not isinstance(value, bool) and 0 < value <= 1
-    if not ok:
-        raise where.error(f"expected a number in (0, 1], got {value!r}")
+    if not _finite(value) or not 0 < value <= 1:
+        raise where.error(f"expected a number in (0, 1], got {shown(value)}")
     return float(value)
 
 
@@ -116,52 +128,90 @@ def optional(check: Check) -> Check:
 
 def boolean(value: Any, where: Where) -> bool:  # noqa: ANN401
     if not isinstance(value, bool):
-        raise where.error(f"expected true or false, got {value!r}")
+        raise where.error(f"expected true or false, got {shown(value)}")
     return value
 
 
 def text(value: Any, where: Where) -> str:  # noqa: ANN401
     if not isinstance(value, str) or not value.strip():
-        raise where.error(f"expected a non-empty string, got {value!r}")
+        raise where.error(f"expected a non-empty string, got {shown(value)}")
+    if len(value) > MAX_TEXT:
+        raise where.error(f"expected at most {MAX_TEXT} characters, got {shown(value)}")
     return value
 
 
-def int_list(value: Any, where: Where) -> list[int]:  # noqa: ANN401
-    if not isinstance(value, list) or not value:
-        raise where.error(f"expected a non-empty list of integers >= 1, got {value!r}")
-    return [integer(1)(item, where.child(str(i))) for i, item in enumerate(value)]
+def path_text(value: Any, where: Where) -> str:  # noqa: ANN401
+    """A file or folder path: a string the file system can look up (no part longer than NAME_MAX)."""
+    path = text(value, where)
+    longest = max(path.split("/"), key=len)
+    if len(longest.encode("utf-8", "surrogateescape")) > MAX_PATH_PART or "\0" in path:
+        raise where.error(f"expected a path whose every part is at most {MAX_PATH_PART} bytes, got {shown(value)}")
+    return path
+
+
+def int_list(value: Any, where: Where, high: int) -> list[int]:  # noqa: ANN401
+    if not isinstance(value, list) or not value or len(value) > MAX_LIST:
+        raise where.error(f"expected a list of 1 to {MAX_LIST} integers between 1 and {high}, got {shown(value)}")
+    return [integer(1, high)(item, where.child(str(i))) for i, item in enumerate(value)]
 
 
 def str_list(value: Any, where: Where) -> list[str]:  # noqa: ANN401
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise where.error(f"expected a list of strings, got {value!r}")
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value) or len(value) > MAX_LIST:
+        raise where.error(f"expected a list of at most {MAX_LIST} strings, got {shown(value)}")
+    for i, item in enumerate(value):
+        if len(item) > MAX_TEXT:
+            raise where.child(str(i)).error(f"expected at most {MAX_TEXT} characters, got {shown(item)}")
     return list(value)
 
 
+def _flag_value(item: Any, where: Where) -> None:  # noqa: ANN401
+    if isinstance(item, bool) or (isinstance(item, str) and len(item) <= MAX_TEXT):
+        return
+    if isinstance(item, int) and abs(item) < 2**63:  # the tools parse 64-bit integers at most
+        return
+    if isinstance(item, float) and _finite(item):
+        return
+    msg = f"expected a string of at most {MAX_TEXT} characters, a finite number or a boolean, got {shown(item)}"
+    raise where.error(msg)
+
+
 def scalar_map(value: Any, where: Where) -> dict[str, Any]:  # noqa: ANN401
-    if not isinstance(value, dict):
-        raise where.error(f"expected a mapping of flag name to value, got {value!r}")
+    if not isinstance(value, dict) or len(value) > MAX_LIST:
+        raise where.error(f"expected a mapping of at most {MAX_LIST} flag names to values, got {shown(value)}")
     for key, item in value.items():
-        if not isinstance(item, str | int | float | bool):
-            raise where.child(str(key)).error(f"expected a string, number or boolean, got {item!r}")
+        _flag_value(item, where.child(str(key)))
     return dict(value)
 
 
-def positive(value: Any, where: Where) -> float:  # noqa: ANN401
-    if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
-        raise where.error(f"expected a number > 0, got {value!r}")
-    return float(value)
+def bounded(high: float) -> Check:
+    """A number > 0 and <= ``high``."""
+
+    def check(value: Any, where: Where) -> float:  # noqa: ANN401
+        if not _finite(value) or not 0 < value <= high:
+            raise where.error(f"expected a number > 0 and <= {high:g}, got {shown(value)}")
+        return float(value)
+
+    return check
+
+
+positive = bounded(MAX_NUMBER)
 
 
 def gpu_list(value: Any, where: Where) -> list[int]:  # noqa: ANN401
     """GPU indices (as nvidia-smi numbers them), each once."""
-    if not isinstance(value, list) or not value or len(set(map(str, value))) != len(value):
-        raise where.error(f"expected a non-empty list of distinct GPU indices >= 0, got {value!r}")
-    return [integer(0)(item, where.child(str(i))) for i, item in enumerate(value)]
+    ok = isinstance(value, list) and 0 < len(value) <= MAX_LIST
+    if not ok or len(set(map(shown, value))) != len(value):
+        raise where.error(f"expected a list of 1 to {MAX_LIST} distinct GPU indices >= 0, got {shown(value)}")
+    return [integer(0, MAX_LIST - 1)(item, where.child(str(i))) for i, item in enumerate(value)]
 
 
-def distinct_int_list(value: Any, where: Where) -> list[int]:  # noqa: ANN401
-    items = int_list(value, where)
-    if len(set(items)) != len(items):
-        raise where.error(f"expected each value once, got {value!r}")
-    return items
+def distinct_int_list(high: int) -> Check:
+    """Integers 1..``high``, each once."""
+
+    def check(value: Any, where: Where) -> list[int]:  # noqa: ANN401
+        items = int_list(value, where, high)
+        if len(set(items)) != len(items):
+            raise where.error(f"expected each value once, got {shown(value)}")
+        return items
+
+    return check

@@ -1,7 +1,7 @@
 """Model files: ``models/<name>.yaml`` parsed, checked and completed with defaults; rules across model files.
 
 Every key is either understood or an error; nothing is ignored.  Errors read
-``models/minilm.yaml: engine.max_batch_size: expected an integer >= 1, got 'x'``.
+``models/minilm.yaml: engine.max_batch_size: expected an integer between 1 and 16384, got 'x'``.
 """
 
 from __future__ import annotations
@@ -10,10 +10,8 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from tasks.bench import metrics
-from tasks.core.errors import YamlError
+from tasks.core.errors import UserError, YamlError, shown
 from tasks.spec import sweep
 from tasks.spec.blockrules import check_block, check_blocks, kind_blocks
 from tasks.spec.modelspec import (
@@ -31,41 +29,7 @@ from tasks.spec.modelspec import (
     text,
 )
 from tasks.spec.sources import check_calibration, check_corpus, check_limits, check_prompts, check_source, checkpoint_config
-
-# ---- file ----------------------------------------------------------------------------------
-
-
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """SafeLoader that refuses duplicate keys (PyYAML keeps the last one silently)."""
-
-
-def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:  # noqa: FBT001, FBT002 - PyYAML API
-    seen: set[Any] = set()
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=deep)
-        if key in seen:
-            line = key_node.start_mark.line + 1
-            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r} (line {line})", key_node.start_mark)
-        seen.add(key)
-    return loader.construct_mapping(node, deep=deep)
-
-
-_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
-
-
-def read_yaml(path: Path, shown: str) -> dict[str, Any]:
-    try:
-        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)  # noqa: S506 - safe loader subclass
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f"line {mark.line + 1}: " if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise YamlError(shown, "", f"{line}not valid YAML: {problem}") from None
-    except OSError as exc:
-        raise YamlError(shown, "", f"cannot read: {exc.strerror}") from None
-    if not isinstance(data, dict):
-        raise YamlError(shown, "", f"expected a mapping of keys (name, kind, source, ...), got {type(data).__name__}")
-    return data
+from tasks.spec.yamlfile import read_yaml
 
 
 def _check_top(data: dict[str, Any], stem: str, where: Where) -> tuple[str, str, str]:
@@ -77,9 +41,9 @@ def _check_top(data: dict[str, Any], stem: str, where: Where) -> tuple[str, str,
             raise where.child(key).error("required key is missing")
     name = text(data["name"], where.child("name"))
     if not NAME_RE.fullmatch(name):
-        raise where.child("name").error(f"expected [a-z0-9][a-z0-9._-]* (lowercase, digits, '.', '_', '-'), got {name!r}")
+        raise where.child("name").error(f"expected [a-z0-9][a-z0-9._-]* (lowercase, digits, '.', '_', '-'), got {shown(name)}")
     if name != stem:
-        raise where.child("name").error(f"must equal the file name {stem!r}, got {name!r}")
+        raise where.child("name").error(f"must equal the file name {shown(stem)}, got {shown(name)}")
     kind = one_of(*KINDS)(data["kind"], where.child("kind"))
     return name, kind, _check_family(data, kind, where)
 
@@ -93,7 +57,8 @@ def _check_family(data: dict[str, Any], kind: str, where: Where) -> str:
     family = text(data["family"], where.child("family"))
     families = IMPLEMENTED_KINDS[kind]
     if family not in families:
-        raise where.child("family").error(f"family {family!r} is not implemented yet for kind {kind} (implemented: {', '.join(families)})")
+        msg = f"family {shown(family)} is not implemented yet for kind {kind} (implemented: {', '.join(families)})"
+        raise where.child("family").error(msg)
     return family
 
 
@@ -150,7 +115,7 @@ def _validated(  # noqa: PLR0917 - one file's pieces, passed on as they were par
 def _limits(columns: tuple[str, ...]) -> Check:
     def check(value: Any, where: Where) -> dict[str, float]:  # noqa: ANN401 - raw YAML
         if not isinstance(value, dict):
-            raise where.error(f"expected a mapping of bench CSV column to its upper bound, e.g. {{p99 latency: 50000}}, got {value!r}")
+            raise where.error(f"expected a mapping of bench CSV column to its upper bound, e.g. {{p99 latency: 50000}}, got {shown(value)}")
         for key in value:
             if key not in columns:
                 raise where.child(str(key)).error(f"unknown column (known: {', '.join(columns)})")
@@ -173,10 +138,40 @@ def check_compare(data: dict[str, Any], kind: str, where: Where) -> dict[str, An
     return check_block(data.get("compare"), fields, where)
 
 
+SUFFIXES = (".yaml", ".yml")
+
+
+def _model_file(path: Path) -> bool:
+    """Whether ``path`` is a model file; a near miss (``BAD.YAML``, ``My Model.yaml``) is an error, never skipped."""
+    if path.name.startswith(".") or path.suffix.lower() not in SUFFIXES:
+        return False  # hidden files are editors' (emacs locks are .#<name>.yaml)
+    if path.suffix not in SUFFIXES:
+        raise UserError(path.as_posix(), f"the suffix must be lower-case .yaml or .yml; rename it to {path.stem}{path.suffix.lower()}")
+    if not NAME_RE.fullmatch(path.stem):
+        msg = f"the file name is the model name: expected [a-z0-9][a-z0-9._-]* (lowercase, digits, '.', '_', '-'), got {shown(path.stem)}"
+        raise UserError(path.as_posix(), msg)
+    return True
+
+
+def model_files(folder: Path) -> list[Path]:
+    """``<name>.yaml`` then ``<name>.yml`` files of ``folder``, each sorted by name; one file per name."""
+    try:
+        entries = sorted(folder.iterdir())
+    except FileNotFoundError:
+        return []
+    files = sorted((p for p in entries if _model_file(p)), key=lambda p: (p.suffix != ".yaml", p.name))
+    first: dict[str, Path] = {}
+    for path in files:
+        if path.stem in first:
+            where = f"{first[path.stem].as_posix()}, {path.as_posix()}"
+            raise UserError(where, f"both define model {path.stem} (task names build:{path.stem}, ...); keep one of them")
+        first[path.stem] = path
+    return files
+
+
 def load_models(folder: Path) -> list[ModelSpec]:
-    """All ``*.yaml`` files of ``folder``, sorted by name."""
-    files = sorted(folder.glob("*.yaml")) + sorted(folder.glob("*.yml"))
-    specs = [load_model(p, p.as_posix()) for p in files]
+    """All model files of ``folder`` (see ``model_files``)."""
+    specs = [load_model(p, p.as_posix()) for p in model_files(folder)]
     check_members(specs)
     return specs
 

@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from tasks.core import fsops
-from tasks.spec.modelspec import ModelSpec, Where, text
+from tasks.core.errors import shown_text
+from tasks.spec.modelspec import ModelSpec, Where, path_text, text
 
 # ---- source --------------------------------------------------------------------------------
 
@@ -21,7 +22,7 @@ def check_source(raw: Any, where: Where) -> dict[str, str]:  # noqa: ANN401
     for key in raw:
         if key not in allowed:
             raise where.child(str(key)).error(f"unknown key for a {kinds[0]} source (known: {', '.join(allowed)})")
-    out = {key: text(raw[key], where.child(key)) for key in raw}
+    out = {key: (path_text if key == "path" else text)(raw[key], where.child(key)) for key in raw}
     if kinds[0] == "hf" and "revision" not in out:
         raise where.child("revision").error("required: a commit sha, or a branch written explicitly (e.g. main)")
     return out
@@ -83,10 +84,18 @@ def calibration_file(spec: ModelSpec) -> Path | None:
     return model_relative(spec, "engine", "calibration_cache")
 
 
+def is_file(path: Path, where: Where) -> bool:
+    """``path.is_file()``, with a file system refusal (name too long, no permission) reported for ``where``."""
+    try:
+        return path.is_file()
+    except OSError as exc:
+        raise where.error(f"cannot look up {shown_text(path)}: {exc.strerror}") from None
+
+
 def check_calibration(spec: ModelSpec) -> None:
     path = calibration_file(spec)
-    if path is not None and not path.is_file():
-        msg = f"no such file: {path} (a TensorRT INT8 calibration cache, e.g. from polygraphy; relative to the model file)"
+    if path is not None and not is_file(path, Where(str(spec.file), "engine.calibration_cache")):
+        msg = f"no such file: {shown_text(path)} (a TensorRT INT8 calibration cache, e.g. from polygraphy; relative to the model file)"
         raise Where(str(spec.file), "engine.calibration_cache").error(msg)
 
 
@@ -100,9 +109,11 @@ def read_corpus(path: Path, where: Where) -> list[str]:
     try:
         items = fsops.read_lines(path)
     except (OSError, UnicodeDecodeError) as exc:
-        raise where.error(f"cannot read {path} ({exc}); expected a UTF-8 file with one item per line, relative to the model file") from None
+        why = exc.strerror if isinstance(exc, OSError) else f"not UTF-8: {exc.reason} at byte {exc.start}"
+        msg = f"cannot read {shown_text(path)} ({why}); expected a UTF-8 file with one item per line, relative to the model file"
+        raise where.error(msg) from None
     if not items:
-        raise where.error(f"{path} has no items (one text, or one image path, per line)")
+        raise where.error(f"{shown_text(path)} has no items (one text, or one image path, per line)")
     return items
 
 
@@ -125,13 +136,15 @@ def check_corpus(spec: ModelSpec) -> list[Path]:
     images = []
     for number, item in enumerate(items, start=1):
         image = corpus_item_path(corpus, item)
-        if not image.is_file():
-            raise Where(str(spec.file), "index.corpus").error(f"{corpus}: line {number}: no such image file {image}")
+        if not is_file(image, Where(str(spec.file), "index.corpus")):
+            msg = f"{shown_text(corpus)}: line {number}: no such image file {shown_text(image)}"
+            raise Where(str(spec.file), "index.corpus").error(msg)
         images.append(image)
     return images
 
 
 def check_prompts(spec: ModelSpec) -> None:
     path = prompts_file(spec)
-    if path is not None and not path.is_file():
-        raise Where(str(spec.file), "bench.prompts").error(f"no such file: {path} (one prompt per line; relative to the model file)")
+    if path is not None and not is_file(path, Where(str(spec.file), "bench.prompts")):
+        msg = f"no such file: {shown_text(path)} (one prompt per line; relative to the model file)"
+        raise Where(str(spec.file), "bench.prompts").error(msg)

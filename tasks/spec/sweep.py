@@ -12,18 +12,21 @@ from __future__ import annotations
 
 import copy
 import itertools
+import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from tasks.core.errors import YamlError
+from tasks.core.errors import YamlError, shown, shown_key
 
 # Blocks a sweep may change; fetch sources and benchmark settings are the same for every variant.
 SWEEP_BLOCKS = ("convert", "export", "engine", "triton")
 # Fields that are mappings of tool flags: a path may name one flag inside them.
 FLAG_FIELDS = ("flags", "encoder_flags", "decoder_flags")
-VALUE_RE = re.compile(r"[A-Za-z0-9._+]+")
+VALUE_RE = re.compile(r"[A-Za-z0-9._+]{1,64}")
+# Every variant is a build of its own (engines, repositories, benchmarks): a few hundred is already days of work.
+MAX_VARIANTS = 256
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,7 @@ def check_path(path: Any, fields: Mapping[str, Mapping[str, Any]], file: str) ->
     """``block.key`` (or ``block.flags.<flag>``) naming a field the model's kind has."""
     parts = str(path).split(".")
     block = parts[0]
+    path = shown_key(str(path))
     if block not in SWEEP_BLOCKS or block not in fields:
         sweepable = ", ".join(b for b in SWEEP_BLOCKS if b in fields)
         raise YamlError(
@@ -66,11 +70,13 @@ def value_text(value: Any, file: str, path: str) -> str:  # noqa: ANN401 - raw Y
     """How a value is spelled in variant, task and directory names."""
     if isinstance(value, bool) or value is None:
         return {True: "true", False: "false", None: "null"}[value]
-    if isinstance(value, int | float):
-        return format(value, "g") if isinstance(value, float) else str(value)
+    if isinstance(value, float) and math.isfinite(value):
+        return format(value, "g")
+    if isinstance(value, int) and abs(value) < 2**63:
+        return str(value)
     if isinstance(value, str) and VALUE_RE.fullmatch(value):
         return value
-    msg = f"expected numbers, true/false, null or words of [A-Za-z0-9._+] (they name variants and folders), got {value!r}"
+    msg = f"expected numbers, true/false, null or words of 1-64 of [A-Za-z0-9._+] (they name variants and folders), got {shown(value)}"
     raise YamlError(file, f"sweep.{path}", msg)
 
 
@@ -84,6 +90,11 @@ def check_sweep(raw: Any, data: Mapping[str, Any], fields: Mapping[str, Mapping[
     """The ``sweep:`` mapping: known paths, not also written in their block, lists of distinct values."""
     if not isinstance(raw, dict) or not raw:
         raise YamlError(file, "sweep", "expected a mapping of dotted paths to lists of values, e.g. {engine.max_batch_size: [8, 32]}")
+    # Counted before anything is expanded: a typo's 560,000 points must fail at once, not fill memory.
+    count = math.prod(len(values) for values in raw.values() if isinstance(values, list))
+    if count > MAX_VARIANTS:
+        sizes = " x ".join(str(len(v)) for v in raw.values() if isinstance(v, list))
+        raise YamlError(file, "sweep", f"expands to {count:,} variants ({sizes} values); at most {MAX_VARIANTS}")
     out: dict[str, list[Any]] = {}
     for path, values in raw.items():
         parts = check_path(path, fields, file)
@@ -91,10 +102,10 @@ def check_sweep(raw: Any, data: Mapping[str, Any], fields: Mapping[str, Mapping[
             msg = f"{'.'.join(parts)} is also set in {parts[0]}:; write it in one place (remove it from {parts[0]}: or from sweep:)"
             raise YamlError(file, f"sweep.{path}", msg)
         if not isinstance(values, list) or not values:
-            raise YamlError(file, f"sweep.{path}", f"expected a non-empty list of values, got {values!r}")
+            raise YamlError(file, f"sweep.{shown_key(str(path))}", f"expected a non-empty list of values, got {shown(values)}")
         texts = [value_text(v, file, str(path)) for v in values]
         if len(set(texts)) != len(texts):
-            raise YamlError(file, f"sweep.{path}", f"expected each value once, got {values!r}")
+            raise YamlError(file, f"sweep.{path}", f"expected each value once, got {shown(values)}")
         out[str(path)] = list(values)
     return out
 

@@ -10,9 +10,21 @@ from tests.helpers import TINY_YAML, copy_project, run_doit
 
 F = "models/tiny.yaml"
 CASES = [
-    ("engine:\n  max_batch_size: 8", "engine:\n  max_batch_size: x", f"{F}: engine.max_batch_size: expected an integer >= 1, got 'x'"),
-    ("engine:\n  max_batch_size: 8", "engine:\n  max_batch_size: 0", f"{F}: engine.max_batch_size: expected an integer >= 1, got 0"),
-    ("engine:\n  max_batch_size: 8", "engine:\n  max_batch_size: true", f"{F}: engine.max_batch_size: expected an integer >= 1, got True"),
+    (
+        "engine:\n  max_batch_size: 8",
+        "engine:\n  max_batch_size: x",
+        f"{F}: engine.max_batch_size: expected an integer between 1 and 16384, got 'x'",
+    ),
+    (
+        "engine:\n  max_batch_size: 8",
+        "engine:\n  max_batch_size: 0",
+        f"{F}: engine.max_batch_size: expected an integer between 1 and 16384, got 0",
+    ),
+    (
+        "engine:\n  max_batch_size: 8",
+        "engine:\n  max_batch_size: true",
+        f"{F}: engine.max_batch_size: expected an integer between 1 and 16384, got True",
+    ),
     ("  max_seq_len: 32\n", "", f"{F}: engine.max_seq_len: required key is missing"),
     ("  max_seq_len: 32\n", "  max_seq_len: 32\n  max_sequence: 9\n", f"{F}: engine.max_sequence: unknown key (known: max_batch_size,"),
     (
@@ -38,7 +50,7 @@ CASES = [
     (
         "triton:\n  max_batch_size: 8",
         "triton:\n  max_batch_size: 8\n  instance_count: -1",
-        f"{F}: triton.instance_count: expected an integer >= 1, got -1",
+        f"{F}: triton.instance_count: expected an integer between 1 and 256, got -1",
     ),
     ("name: tiny", "name: other", f"{F}: name: must equal the file name 'tiny', got 'other'"),
     ("kind: encoder", "kind: ensemble", f"{F}: family: an ensemble has no family; its members (members:) have one"),
@@ -87,12 +99,12 @@ CASES = [
     (
         "export:\n  opset: 18",
         "sweep:\n  engine.precision: [fp32, 'f p16']\nexport:\n  opset: 18",
-        f"{F}: sweep.engine.precision: expected numbers, true/false, null or words of [A-Za-z0-9._+]",
+        f"{F}: sweep.engine.precision: expected numbers, true/false, null or words of 1-64 of [A-Za-z0-9._+]",
     ),
     (
         "export:\n  opset: 18",
         "sweep:\n  triton.instance_count: [1, 0]\nexport:\n  opset: 18",
-        f"{F}: triton.instance_count: expected an integer >= 1, got 0 (in the sweep point tiny@instance_count-0)",
+        f"{F}: triton.instance_count: expected an integer between 1 and 256, got 0 (in the sweep point tiny@instance_count-0)",
     ),
     (
         "export:\n  opset: 18",
@@ -108,7 +120,7 @@ CASES = [
     (
         "export:\n  opset: 18",
         "export:\n  opset: 18\nbench:\n  concurrency: [0]",
-        f"{F}: bench.concurrency.0: expected an integer >= 1, got 0",
+        f"{F}: bench.concurrency.0: expected an integer between 1 and 4096, got 0",
     ),
     (
         "export:\n  opset: 18",
@@ -143,7 +155,7 @@ CASES = [
     (
         "export:\n  opset: 18",
         "export:\n  opset: 18\nbench:\n  stability_percentage: 0",
-        f"{F}: bench.stability_percentage: expected a number > 0, got 0",
+        f"{F}: bench.stability_percentage: expected a number > 0 and <= 100, got 0",
     ),
     ("export:\n  opset: 18", "export:\n  opset: 18\nservers: 2", f"{F}: servers: unknown key (known: name, kind, family"),
     ("name: tiny", "name: tiny\nname: tiny", f"{F}: line 2: not valid YAML: duplicate key 'name'"),
