@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from tasks.core import fsops
-from tasks.core.errors import UserError
+from tasks.core.errors import UserError, shown
 
 log = logging.getLogger(__name__)
 
@@ -193,17 +193,17 @@ def check_flag(name: str, table: FlagTable, tool: Tool) -> str | None:
 
 def _check_kind(name: str, value: object, spec: FlagSpec, separator: str) -> str | None:
     if spec.kind == "switch":
-        return None if isinstance(value, bool) else f"is a switch: expected true or false, got {value!r}"
+        return None if isinstance(value, bool) else f"is a switch: expected true or false, got {shown(value)}"
     if spec.kind == "any":
         return None
     if isinstance(value, bool):
-        return f"takes a value (--{name}{separator}<value>), got {value!r}"
+        return f"takes a value (--{name}{separator}<value>), got {shown(value)}"
     items = str(value).split() if spec.nargs else [value]
     if spec.kind == "choice":
         wrong = [item for item in items if str(item) not in spec.choices]
-        return f"expected one of {', '.join(spec.choices)}, got {value!r}" if wrong else None
+        return f"expected one of {', '.join(spec.choices)}, got {shown(value)}" if wrong else None
     if spec.value_type == "int" and not all(isinstance(item, int) or str(item).isdigit() for item in items):
-        return f"takes an integer (--{name}{separator}<int>), got {value!r}"
+        return f"takes an integer (--{name}{separator}<int>), got {shown(value)}"
     return None
 
 

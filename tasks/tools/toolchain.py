@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-from tasks.core.errors import UserError
+from tasks.core.errors import UserError, shown
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ def find_trtllm_build() -> Path | None:
 def resolve_target(requested: str) -> Target:
     """``auto`` becomes ``trt`` when a GPU build tool is installed, else ``cpu``."""
     if requested not in TARGETS:
-        raise UserError("target", f"expected one of {', '.join(TARGETS)}, got {requested!r}")
+        raise UserError("target", f"expected one of {', '.join(TARGETS)}, got {shown(requested)}")
     if requested != "auto":
         return Target(requested, "requested on the command line")
     tool = find_trtexec() or find_trtllm_build()
