@@ -1,7 +1,8 @@
 """promote: serve one variant of a sweep as ``repos/<model>`` - an explicit step, never part of a build.
 
-The variant's repository is hardlinked into place (no GB copies) and swapped in with one
-rename, so a server reading ``repos/<model>`` sees the old or the new tree, never half of one.
+The variant's repository is placed as the repo stage places files (artifacts hardlinked, so no GB
+copies; files users edit copied) and swapped in with one rename, so a server reading ``repos/<model>``
+sees the old or the new tree, never half of one.
 Absolute paths into ``repos/<variant>`` (TensorRT-LLM engine paths on target trt) are rewritten to
 the promoted location, so the promoted repository does not follow later rebuilds of the variant.
 ``promoted.json`` at its root says which variant it is and how many server ranks it needs.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import fcntl
 import json
 import logging
 import os
@@ -18,6 +19,11 @@ _AT_FDCWD = -100
 _RENAME_EXCHANGE = 2
 _TMP_MARK = ".tmp-"
 _RMTREE_ATTEMPTS = 5
+# linux/fs.h _IOW(0x94, 9, int); Python's fcntl names it only from 3.12.
+_FICLONE = getattr(fcntl, "FICLONE", 0x40049409)
+# What ioctl(FICLONE) answers where the filesystem (ext4, tmpfs) or the pair of paths cannot share extents.
+_NO_REFLINK = frozenset({errno.EOPNOTSUPP, errno.ENOTTY, errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EPERM})
+_WRITE_BITS = 0o222
 
 
 def tmp_sibling(path: Path) -> Path:
@@ -108,6 +114,39 @@ def link_or_copy(src: Path, dst: Path) -> bool:
         shutil.copy2(src, dst)
         return False
     return True
+
+
+def clone_or_copy(src: Path, dst: Path) -> bool:
+    """Write ``src``'s bytes to a new inode at ``dst``; True when the filesystem reflinked them.
+
+    A reflink (btrfs, XFS) shares extents copy-on-write, so it costs no time or space and a later
+    write to either file leaves the other as it was; elsewhere (ext4) the kernel copies
+    (``shutil.copyfile`` uses ``sendfile``).  Either way nothing written to ``dst`` reaches ``src``.
+    """
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    with src.open("rb") as source, dst.open("wb") as target:
+        try:
+            fcntl.ioctl(target.fileno(), _FICLONE, source.fileno())
+        except OSError as exc:
+            if exc.errno not in _NO_REFLINK:
+                raise
+        else:
+            return True
+    shutil.copyfile(src, dst)
+    return False
+
+
+def link_read_only(src: Path, dst: Path) -> bool:
+    """Hardlink ``src`` (a file this project wrote) to ``dst`` and take the write bits off the shared inode.
+
+    The mode stops users other than root from writing through one name into the other; root
+    ignores it, so the manifests of both outputs are what catch such a write (see docs/stages.md).
+    """
+    linked = link_or_copy(src, dst)
+    mode = dst.stat().st_mode
+    if mode & _WRITE_BITS:
+        dst.chmod(mode & ~_WRITE_BITS)
+    return linked
 
 
 def json_text(data: Any) -> str:  # noqa: ANN401 - any JSON value

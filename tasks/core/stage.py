@@ -301,9 +301,15 @@ def _reuse_identical(work: Path, files: dict[str, tuple[int, str]], stage: Stage
     """Point byte-identical files at the previous output's inodes.
 
     Hardlinks elsewhere (the Triton repository) keep sharing one copy on disk, and
-    the digest cache, keyed by inode, needs no re-hash.
+    the digest cache, keyed by inode, needs no re-hash.  Only an output of the same code
+    version is relinked: an older one may share its inodes with files the project does
+    not own (fetch and repo once hardlinked a user's checkpoint).
     """
     old = manifest.load(stage.meta)
+    record = fsops.read_json(stage.meta / manifest.RECORD)
+    params = record.get("params") if isinstance(record, dict) else None
+    if not isinstance(params, dict) or params.get("code") != stage.params.get("code"):
+        return
     if old is None or manifest.verify(old, stage.out_dir) is not None:
         return
     for rel, entry in files.items():

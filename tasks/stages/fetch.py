@@ -3,7 +3,11 @@
 Three sources: a folder shipped inside a pip package, a local folder, or a Hub
 snapshot at a pinned revision (through huggingface_hub's cache; HF_TOKEN is read
 from the environment by huggingface_hub and never written anywhere).  Files are
-hardlinked, not copied, when source and build share a filesystem.
+copied (reflinked where the filesystem can), never hardlinked: the source belongs to
+the user, a package or huggingface_hub, and no write to ``build/`` or ``repos/`` may
+reach it.  A symlink is fetched as the file it names, and only when that file is
+inside the source folder (for a Hub snapshot: inside that repository's cache folder,
+where huggingface_hub links snapshot files to its blobs).
 
 From the Hub only the files the model's family reads are taken (``hub_files``): a
 repository often also ships TF, Flax, ONNX or pickled copies of the same weights.
@@ -22,7 +26,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from tasks.core import cache, fsops
+from tasks.core import cache, fsops, hashing
 from tasks.core.errors import UserError, YamlError
 from tasks.core.stage import Stage, StageContext
 from tasks.families import weights
@@ -33,7 +37,8 @@ from tasks.triton.llm_layout import TOKENIZER_FILES
 
 log = logging.getLogger(__name__)
 
-CODE_VERSION = "1"
+# 2: files are copies of the source, no longer hardlinks to it.
+CODE_VERSION = "2"
 WEIGHT_NAMES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
 _SKIP_DIRS = {".git", ".cache", "__pycache__"}
 CONFIG_FILE = "config.json"
@@ -174,20 +179,55 @@ def source_files(spec: ModelSpec) -> tuple[Path | None, list[Path], dict[str, An
     """
     if "pip" in spec.source:
         folder, version = pip_folder(spec)
-        return folder, _walk(folder), {"pip": spec.source["pip"], "version": version}
+        return folder, _fetchable(folder), {"pip": spec.source["pip"], "version": version}
     if "path" in spec.source:
         folder = local_folder(spec)
-        return folder, _walk(folder), {"path": spec.source["path"]}
+        return folder, _fetchable(folder), {"path": spec.source["path"]}
     commit = resolve_revision(spec.source["hf"], spec.source["revision"])
     return None, [], {**spec.source, "commit": commit or "unresolved", "files": hub_files(spec)}
 
 
-def link_tree(files: Iterable[Path], folder: Path, out: Path) -> int:
-    """Hardlink (or copy across filesystems) every file under ``folder`` into ``out``."""
-    copied = 0
+def refused_link(path: Path, root: Path) -> str | None:
+    """Why ``path`` may not be fetched (a symlink leading out of ``root`` or to no file), or None."""
+    if not path.is_symlink():
+        return None
+    target = path.resolve()
+    if not target.is_relative_to(root.resolve()):
+        return f"{path} is a symlink to {target}, outside {root}; copy that file into the folder or remove the link"
+    if not target.is_file():
+        return f"{path} is a symlink to {target}, which is not a file; remove the link"
+    return None
+
+
+def _fetchable(folder: Path) -> list[Path]:
+    """The folder's files whose content fetch depends on; a refused link is left to the action to report."""
+    return [path for path in _walk(folder) if refused_link(path, folder) is None]
+
+
+def _copy(src: Path, dst: Path) -> bool:
+    """Copy one file (True if reflinked); its digest, already known for the source, is remembered for the copy."""
+    before = src.stat()
+    digest = hashing.cache().digest(src, before)
+    cloned = fsops.clone_or_copy(src, dst)
+    after = src.stat()
+    # Only when the source did not change while it was copied may the copy be named by its digest.
+    if (before.st_ino, before.st_size, before.st_mtime_ns) == (after.st_ino, after.st_size, after.st_mtime_ns):
+        hashing.cache().remember(dst, digest)
+    return cloned
+
+
+def refuse_links(files: Sequence[Path], root: Path) -> None:
+    """Refuse a symlink leading outside ``root`` before anything reads through it."""
     for path in files:
-        copied += 0 if fsops.link_or_copy(path.resolve(), out / path.relative_to(folder)) else 1
-    return copied
+        problem = refused_link(path, root)
+        if problem is not None:
+            raise UserError("", problem)
+
+
+def copy_tree(files: Sequence[Path], folder: Path, out: Path, root: Path) -> int:
+    """Copy every file under ``folder`` into ``out`` (symlinks as the file they name, inside ``root``); return how many were reflinked."""
+    refuse_links(files, root)
+    return sum(_copy(path.resolve(), out / path.relative_to(folder)) for path in files)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -244,16 +284,18 @@ def action(ctx: StageContext, folder: Path | None) -> None:
         wanted = source["commit"] if source["commit"] != "unresolved" else source["revision"]
         folder, names = _download(source["hf"], wanted, source["files"])
         files = [folder / name for name in names]
+        # huggingface_hub's snapshot files link to ../../blobs/ of the same repository's cache folder.
+        root = folder.parents[1]
         ctx.record["resolved_revision"] = folder.name
         log.info("fetch: %s@%s resolved to commit %s", source["hf"], source["revision"], folder.name)
     else:
-        files = _walk(folder)
+        files, root = _walk(folder), folder
+    refuse_links(files, root)
     ctx.record["weights_checked"] = asdict(weights.check_files(files, ctx.stage.task_name))
-    copied = link_tree(files, folder, ctx.out)
-    ctx.record["copied_files"] = copied
+    reflinked = copy_tree(files, folder, ctx.out, root)
+    ctx.record["reflinked_files"] = reflinked
+    ctx.record["copied_files"] = len(files) - reflinked
     ctx.record["fetched_bytes"] = sum(path.stat().st_size for path in files)
-    if copied:
-        log.info("fetch: %d files copied (source on another filesystem), the rest hardlinked", copied)
 
 
 def stage(model: ModelGraph) -> Stage:

@@ -1,9 +1,15 @@
 """repo: ``repos/<model>/``, a Triton model repository assembled from upstream outputs.
 
-Files are hardlinks into ``build/`` (a multi-GB plan is never copied unless build
-and repos sit on different filesystems).  The finished tree replaces the old one
-in a single rename; if anything fails before that, the previous repository stays
-as it was and can still be served.
+No file of the repository shares an inode with anything a user edits.  Configs,
+python models, tokenizer and preprocessor files are copied: a user who edits one in
+``repos/`` edits only the repository, which the next build restores.  Weights and
+engines (``SHARED_SUFFIXES``, or any file of ``SHARED_MIN_BYTES`` and more) are
+hardlinks to the ``build/`` outputs this project wrote, never to a source folder (fetch
+copies those), with the write bits cleared so no user but root writes through them; a
+write by root shows in the manifests of both outputs and the next build redoes both.
+So a multi-GB plan is never copied.  The finished tree replaces the old one in a single
+rename; if anything fails before that, the previous repository stays as it was and can
+still be served.
 """
 
 from __future__ import annotations
@@ -23,25 +29,45 @@ from tasks.triton import layout, repository
 
 log = logging.getLogger(__name__)
 
-CODE_VERSION = "3"
+# 4: configs, python models and tokenizer files are copies, no longer hardlinks.
+CODE_VERSION = "4"
 TOOLCHAIN_FILE = toolchain.REPOSITORY_FILE
 T = TypeVar("T")
+# Artifacts a build writes and no user edits by hand: ONNX (and its external data), TensorRT plans and
+# TensorRT-LLM engines, checkpoint weights, an index's vectors.
+SHARED_SUFFIXES = frozenset({".onnx", ".onnx_data", ".plan", ".engine", ".safetensors", ".bin", ".npy"})
+# Whatever its name, a file this large is an artifact too: a repository never holds a copy of one.
+SHARED_MIN_BYTES = 64 << 20
+
+
+def shared(path: Path) -> bool:
+    """Whether the repository hardlinks ``path`` (an artifact) rather than copying it (a file users edit)."""
+    return path.suffix in SHARED_SUFFIXES or path.stat().st_size >= SHARED_MIN_BYTES
+
+
+def place(src: Path, dest: Path) -> int:
+    """One file into the repository: hardlinked read-only if an artifact, else copied; 1 if an artifact was copied."""
+    if shared(src):
+        return 0 if fsops.link_read_only(src, dest) else 1
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fsops.clone_or_copy(src, dest)
+    return 0
 
 
 def link_tree(src: Path, dest: Path) -> int:
-    """Hardlink every file under ``src`` to the same place under ``dest``; return how many were copied.
+    """Place every file under ``src`` at the same place under ``dest``; return how many artifacts were copied.
 
     Directories are recreated too, empty ones included: an ensemble's empty version folder
     (``<model>/1/``) is what makes Triton see a version of it.
     """
     if src.is_file():
-        return 0 if fsops.link_or_copy(src, dest) else 1
+        return place(src, dest)
     copies = 0
     for dirpath, _, filenames in os.walk(src):
         (dest / Path(dirpath).relative_to(src)).mkdir(parents=True, exist_ok=True)
         for name in filenames:
             path = Path(dirpath) / name
-            copies += 0 if fsops.link_or_copy(path, dest / path.relative_to(src)) else 1
+            copies += place(path, dest / path.relative_to(src))
     return copies
 
 
@@ -63,7 +89,7 @@ def link_model(model: repository.TritonModel, config_dir: Path, inputs: dict[str
 def rewrite_paths(tree: Path, old: Path, new: Path) -> int:
     """Point ``config.pbtxt`` paths under ``old`` at ``new``; return how many files changed.
 
-    The files are hardlinks into build/: each changed one is replaced, never edited in place.
+    Each changed file is replaced, never edited in place.
     """
     if any(c in str(new) for c in '"\\\n'):
         # The paths are pbtxt string literals.
@@ -171,7 +197,7 @@ def action(ctx: StageContext) -> None:
     rewrite_paths(ctx.out, repository.REPOSITORY_MARKER, ctx.stage.out_dir.resolve())
     ctx.record["copied_files"] = copies
     if copies:
-        log.warning("repo: %d files were copied, not hardlinked (build/ and repos/ are on different filesystems)", copies)
+        log.warning("repo: %d artifacts were copied, not hardlinked (build/ and repos/ are on different filesystems)", copies)
 
 
 def stage(model: ModelGraph, deps: Mapping[str, Stage], members: Mapping[str, Any] | None = None) -> Stage:

@@ -73,7 +73,7 @@ def project(tiny_bert: Path, tiny_clip_vision: Path, tmp_path_factory: pytest.Te
     return root
 
 
-def test_repository_holds_every_member_as_hardlinks(project: Path) -> None:
+def test_repository_holds_every_member_with_artifacts_hardlinked(project: Path) -> None:
     repo = project / "repos/vlm"
     assert sorted(p.name for p in repo.iterdir() if p.is_dir()) == [
         "clipv", "clipv_encoder", "clipv_preprocess", "tiny", "tiny_encoder", "tiny_tokenizer", "vlm", "vlm_search",
@@ -86,8 +86,11 @@ def test_repository_holds_every_member_as_hardlinks(project: Path) -> None:
     for member in ("clipv", "tiny"):
         onnx = repo / f"{member}_encoder/1/model.onnx"
         assert onnx.stat().st_ino == (project / f"build/{member}/engine/model.onnx").stat().st_ino
+    # A file users edit is a copy: editing it in repos/ leaves build/ (and the checkpoint) as they were.
     preprocessor = repo / "clipv_preprocess/1/preprocessor_config.json"
-    assert preprocessor.stat().st_ino == (project / "build/clipv/fetch/preprocessor_config.json").stat().st_ino
+    fetched = project / "build/clipv/fetch/preprocessor_config.json"
+    assert preprocessor.read_bytes() == fetched.read_bytes()
+    assert preprocessor.stat().st_ino != fetched.stat().st_ino
 
 
 def test_served_alone_vlm_returns_what_was_sent_and_matches_pytorch(project: Path, tiny_clip_vision: Path) -> None:

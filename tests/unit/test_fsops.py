@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import stat
 from pathlib import Path
 
 from tasks.core import fsops
@@ -32,6 +33,28 @@ def test_link_or_copy_hardlinks_on_one_filesystem(tmp_path: Path) -> None:
     src.write_bytes(b"x" * 1024)
     assert fsops.link_or_copy(src, tmp_path / "sub" / "big")
     assert (tmp_path / "sub" / "big").stat().st_ino == src.stat().st_ino
+
+
+def test_clone_or_copy_gives_a_new_inode_with_the_same_bytes(tmp_path: Path) -> None:
+    src = tmp_path / "weights"
+    src.write_bytes(bytes(range(256)) * 64)
+    dst = tmp_path / "sub" / "weights"
+    fsops.clone_or_copy(src, dst)
+    assert dst.read_bytes() == src.read_bytes()
+    assert dst.stat().st_ino != src.stat().st_ino
+    with dst.open("r+b") as handle:
+        handle.write(b"edited")
+    assert src.read_bytes() == bytes(range(256)) * 64
+
+
+def test_link_read_only_shares_the_inode_without_write_bits(tmp_path: Path) -> None:
+    src = tmp_path / "model.onnx"
+    src.write_bytes(b"onnx")
+    src.chmod(0o664)
+    assert fsops.link_read_only(src, tmp_path / "repo" / "model.onnx")
+    linked = tmp_path / "repo" / "model.onnx"
+    assert linked.stat().st_ino == src.stat().st_ino
+    assert stat.S_IMODE(src.stat().st_mode) == 0o444
 
 
 def test_write_json_atomic_is_stable(tmp_path: Path) -> None:
