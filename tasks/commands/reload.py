@@ -1,8 +1,9 @@
 """serve's watch on ``repos/<m>``: a build that swaps the repository reloads the changed models.
 
 The repo stage publishes a whole new tree with one rename, so the directory's inode changes on
-every swap; a model's files are hardlinks into ``build/``, so a model whose files all keep their
-inodes did not change.  Triton runs with explicit model control and loads a changed model while the
+every swap; a model whose files all keep their content digests did not change (the large files are
+hardlinks into ``build/``, found in the digest cache by inode; the small ones are copies, hashed quickly).
+Triton runs with explicit model control and loads a changed model while the
 old one keeps answering, so requests do not fail during a reload.
 """
 
@@ -16,6 +17,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from tasks.core import hashing
 from tasks.core.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -37,18 +39,18 @@ def _inode(path: Path) -> int | None:
         return None
 
 
-def _signature(model_dir: Path) -> tuple[tuple[str, int, int], ...]:
+def _signature(model_dir: Path) -> tuple[tuple[str, int, str], ...]:
     entries = []
     for dirpath, _dirs, files in os.walk(model_dir):
         for name in files:
             with contextlib.suppress(OSError):
-                stat = (Path(dirpath) / name).stat()
-                entries.append((str(Path(dirpath, name).relative_to(model_dir)), stat.st_ino, stat.st_size))
+                path = Path(dirpath) / name
+                entries.append((str(path.relative_to(model_dir)), path.stat().st_size, hashing.digest(path)))
     return tuple(sorted(entries))
 
 
-def models(repo: Path) -> dict[str, tuple[tuple[str, int, int], ...]]:
-    """Each model directory of *repo* (one holding ``config.pbtxt``) with the identity of its files."""
+def models(repo: Path) -> dict[str, tuple[tuple[str, int, str], ...]]:
+    """Each model directory of *repo* (one holding ``config.pbtxt``) with its files' sizes and digests."""
     try:
         dirs = [d for d in repo.iterdir() if (d / "config.pbtxt").is_file()]
     except OSError:
