@@ -37,12 +37,21 @@ def _pid_alive(pid: int) -> bool:
 
 def remove_stale_tmp(path: Path) -> None:
     """Delete work dirs of ``path`` left by runs that were killed (their pid is gone)."""
-    prefix = f".{path.name}{_TMP_MARK}"
-    if not path.parent.is_dir():
+    _remove_stale(path.parent, f".{path.name}")
+
+
+def remove_stale_tmp_in(folder: Path) -> None:
+    """Delete every ``.<name>.tmp-<pid>`` entry of ``folder`` (``tmp_sibling``'s naming) whose process is gone."""
+    _remove_stale(folder, None)
+
+
+def _remove_stale(folder: Path, base: str | None) -> None:
+    if not folder.is_dir():
         return
-    for entry in path.parent.iterdir():
-        pid_text = entry.name.removeprefix(prefix)
-        if entry.name.startswith(prefix) and pid_text.isdigit() and not _pid_alive(int(pid_text)):
+    for entry in folder.iterdir():
+        name, mark, pid = entry.name.rpartition(_TMP_MARK)
+        ours = name == base if base is not None else name.startswith(".") and len(name) > 1
+        if mark and ours and pid.isdigit() and not _pid_alive(int(pid)):
             log.info("removing %s left by an interrupted run", entry)
             remove_tree(entry)
 
@@ -108,6 +117,25 @@ def link_or_copy(src: Path, dst: Path) -> bool:
         shutil.copy2(src, dst)
         return False
     return True
+
+
+def link_tree(src: Path, dest: Path, skip: frozenset[str] = frozenset()) -> int:
+    """Hardlink every file under ``src`` to the same place under ``dest``; return how many were copied.
+
+    Directories are recreated too, empty ones included: an ensemble's empty version folder
+    (``<model>/1/``) is what makes Triton see a version of it.  ``skip``: names left out at the root.
+    """
+    if src.is_file():
+        return 0 if link_or_copy(src, dest) else 1
+    copies = 0
+    for dirpath, _, filenames in os.walk(src):
+        here = Path(dirpath)
+        (dest / here.relative_to(src)).mkdir(parents=True, exist_ok=True)
+        for name in filenames:
+            if here == src and name in skip:
+                continue
+            copies += 0 if link_or_copy(here / name, dest / (here / name).relative_to(src)) else 1
+    return copies
 
 
 def json_text(data: Any) -> str:  # noqa: ANN401 - any JSON value
