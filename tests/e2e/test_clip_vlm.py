@@ -81,11 +81,11 @@ def test_repository_holds_every_member_as_hardlinks(project: Path) -> None:
     # What built each member's engine travels with the repository (cpu: the onnxruntime version).
     assert sorted(json.loads((repo / "toolchain.json").read_text())["engines"]) == ["clipv", "tiny"]
     index = repo / "vlm_search/1/embeddings.npy"
-    assert index.stat().st_ino == (project / "build/vlm/index/embeddings.npy").stat().st_ino
+    assert index.stat().st_ino == (project / "build/vlm/index/cpu/embeddings.npy").stat().st_ino
     assert not (project / "repos/clipv").exists()  # the members' own repositories were never needed
     for member in ("clipv", "tiny"):
         onnx = repo / f"{member}_encoder/1/model.onnx"
-        assert onnx.stat().st_ino == (project / f"build/{member}/engine/model.onnx").stat().st_ino
+        assert onnx.stat().st_ino == (project / f"build/{member}/engine/cpu/model.onnx").stat().st_ino
     preprocessor = repo / "clipv_preprocess/1/preprocessor_config.json"
     assert preprocessor.stat().st_ino == (project / "build/clipv/fetch/preprocessor_config.json").stat().st_ino
 
