@@ -47,7 +47,7 @@ def test_trtexec_gets_shapes_precision_and_validated_flags(built: tuple[Path, Pa
     assert len(calls) == 1
     argv = calls[0]
     assert argv[0] == "--onnx=build/tiny/export/model.onnx"
-    assert argv[1].startswith("--saveEngine=build/tiny/.engine.tmp-")
+    assert argv[1].startswith("--saveEngine=build/tiny/engine/.trt.tmp-")
     assert argv[1].endswith("/model.plan")
     assert argv[-1].startswith("--timingCacheFile=build/tiny/timing-cache/.10.14.1-none-none.cache.tmp-")
     assert argv[2:-1] == [

@@ -103,7 +103,7 @@ def test_toolchain_change_rebuilds_only_the_stages_that_depend_on_it(project: Pa
 def test_info_names_the_changed_param(project: Path) -> None:
     edit(project / "models/tiny.yaml", "max_seq_len: 24", "max_seq_len: 20")
     info = run_doit(project, "info", "engine:tiny", "target=cpu")
-    assert "params changed: engine.max_seq_len: 24 -> 20" in info.stdout
+    assert "params changed (target cpu): engine.max_seq_len: 24 -> 20" in info.stdout
     assert build(project) == {"engine:tiny", "config:tiny", "repo:tiny"}
 
 
