@@ -31,7 +31,7 @@ from tasks.commands.conformance import kit as conformance
 from tasks.console import logs
 from tasks.console.reporter import Reporter
 from tasks.core import cache, hashing, interrupts, lock
-from tasks.stages import kinds
+from tasks.stages import graph, kinds
 from tasks.tools import toolchain
 from tasks.triton import runs
 
@@ -54,6 +54,7 @@ if MUTATES:
     lock.hold()
     interrupts.save_state_on_sigterm()
     runs.reap()  # servers, stubs, /tmp and /dev/shm files a killed run left; nothing when there are none
+    graph.remove_stale_work_trees()  # under the lock: no other build of this project is writing them
 
 TARGET = toolchain.resolve_target(get_var("target", "auto"))
 GRAPH = kinds.build_graph(TARGET)

@@ -36,7 +36,7 @@ def publish(variant: ModelSpec) -> Path:
         raise UserError(f"promote:{variant.variant}", f"{source} is not a finished repository; run doit build:{variant.variant}")
 
     def fill(work: Path) -> None:
-        repo.link_tree(source, work)
+        fsops.link_tree(source, work)
         rewritten = repo.rewrite_paths(work, source.resolve(), dest.resolve())
         facts: dict[str, Any] = {
             "variant": variant.variant,

@@ -163,7 +163,8 @@ def source_of(key: str) -> str:
 def _local_blobs() -> dict[str, Path]:
     """sha256 -> a file under build/ that a stage's manifest says has it (checked again before use)."""
     found: dict[str, Path] = {}
-    for path in sorted(BUILD.glob(f"*/*/{manifest.MANIFEST}")):
+    # build/<m>/<stage>/ and, for a stage kept per target, build/<m>/<stage>/<target>/.
+    for path in sorted([*BUILD.glob(f"*/*/{manifest.MANIFEST}"), *BUILD.glob(f"*/*/*/{manifest.MANIFEST}")]):
         content = manifest.load(path.parent)
         for rel, (_, digest) in (content.files if content else {}).items():
             found.setdefault(digest, path.parent / rel)

@@ -43,12 +43,21 @@ def _pid_alive(pid: int) -> bool:
 
 def remove_stale_tmp(path: Path) -> None:
     """Delete work dirs of ``path`` left by runs that were killed (their pid is gone)."""
-    prefix = f".{path.name}{_TMP_MARK}"
-    if not path.parent.is_dir():
+    _remove_stale(path.parent, f".{path.name}")
+
+
+def remove_stale_tmp_in(folder: Path) -> None:
+    """Delete every ``.<name>.tmp-<pid>`` entry of ``folder`` (``tmp_sibling``'s naming) whose process is gone."""
+    _remove_stale(folder, None)
+
+
+def _remove_stale(folder: Path, base: str | None) -> None:
+    if not folder.is_dir():
         return
-    for entry in path.parent.iterdir():
-        pid_text = entry.name.removeprefix(prefix)
-        if entry.name.startswith(prefix) and pid_text.isdigit() and not _pid_alive(int(pid_text)):
+    for entry in folder.iterdir():
+        name, mark, pid = entry.name.rpartition(_TMP_MARK)
+        ours = name == base if base is not None else name.startswith(".") and len(name) > 1
+        if mark and ours and pid.isdigit() and not _pid_alive(int(pid)):
             log.info("removing %s left by an interrupted run", entry)
             remove_tree(entry)
 
@@ -147,6 +156,46 @@ def link_read_only(src: Path, dst: Path) -> bool:
     if mode & _WRITE_BITS:
         dst.chmod(mode & ~_WRITE_BITS)
     return linked
+
+
+# Artifacts a build writes and no user edits by hand: ONNX (and its external data), TensorRT plans and
+# TensorRT-LLM engines, checkpoint weights, an index's vectors.
+SHARED_SUFFIXES = frozenset({".onnx", ".onnx_data", ".plan", ".engine", ".safetensors", ".bin", ".npy"})
+# Whatever its name, a file this large is an artifact too: a repository never holds a copy of one.
+SHARED_MIN_BYTES = 64 << 20
+
+
+def shared(path: Path) -> bool:
+    """Whether a repository hardlinks ``path`` (an artifact) rather than copying it (a file users edit)."""
+    return path.suffix in SHARED_SUFFIXES or path.stat().st_size >= SHARED_MIN_BYTES
+
+
+def place(src: Path, dest: Path) -> int:
+    """One file into a repository: hardlinked read-only if an artifact, else copied; 1 if an artifact was copied."""
+    if shared(src):
+        return 0 if link_read_only(src, dest) else 1
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    clone_or_copy(src, dest)
+    return 0
+
+
+def link_tree(src: Path, dest: Path, skip: frozenset[str] = frozenset()) -> int:
+    """Place every file under ``src`` at the same place under ``dest``; return how many artifacts were copied.
+
+    Directories are recreated too, empty ones included: an ensemble's empty version folder
+    (``<model>/1/``) is what makes Triton see a version of it.  ``skip``: names left out at the root.
+    """
+    if src.is_file():
+        return place(src, dest)
+    copies = 0
+    for dirpath, _, filenames in os.walk(src):
+        here = Path(dirpath)
+        (dest / here.relative_to(src)).mkdir(parents=True, exist_ok=True)
+        for name in filenames:
+            if here == src and name in skip:
+                continue
+            copies += place(here / name, dest / (here / name).relative_to(src))
+    return copies
 
 
 def json_text(data: Any) -> str:  # noqa: ANN401 - any JSON value

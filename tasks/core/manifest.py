@@ -17,7 +17,8 @@ from tasks.core.fsops import read_json
 
 MANIFEST = "manifest.json"
 RECORD = "action.json"
-_META = frozenset({MANIFEST, RECORD})
+# The meta files at an output's root: not part of its content.
+META = frozenset({MANIFEST, RECORD})
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,7 @@ def scan(root: Path) -> tuple[dict[str, tuple[int, str]], tuple[str, ...]]:
     for dirpath, dirnames, filenames in os.walk(root):
         here = Path(dirpath)
         rel_dir = here.relative_to(root)
-        names = [n for n in filenames if not (rel_dir == Path() and n in _META)]
+        names = [n for n in filenames if not (rel_dir == Path() and n in META)]
         if not names and not dirnames and here != root:
             empty.append(rel_dir.as_posix())
         for name in names:

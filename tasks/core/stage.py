@@ -14,14 +14,15 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from doit.exceptions import TaskFailed
 
-from tasks.core import cache, diskfull, fsops, hashing, interrupts, lock, manifest
+from tasks.core import cache, changes, diskfull, fsops, hashing, interrupts, lock, manifest
+from tasks.core.changes import describe_changes
 from tasks.core.errors import UserError
 
 log = logging.getLogger("tasks")
@@ -69,6 +70,10 @@ class Stage:
     log_dir: Path = Path("build/logs")
     # Files of the output also kept at a stable place outside build/ (results/<m>/...).
     published: Mapping[str, Path] = field(default_factory=dict)
+    # A folder that serves the whole output as hardlinks (repos/<m>): one per model, whichever target built last.
+    served: Path | None = None
+    # The model file the params come from, named when the stage fails.
+    source: Path | None = None
     # Shared through the artifact cache (tasks/core/cache.py) when one is configured.
     cached: bool = False
     # The running machine's toolchain, compared with params["toolchain"] before an upload (trt stages).
@@ -92,25 +97,6 @@ def canonical(value: Any) -> Any:  # noqa: ANN401 - any JSON value
     return json.loads(json.dumps(value, sort_keys=True))
 
 
-def _flatten(value: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:  # noqa: ANN401
-    if isinstance(value, dict) and value:
-        for key in sorted(value):
-            yield from _flatten(value[key], f"{prefix}.{key}" if prefix else str(key))
-    else:
-        yield prefix, value
-
-
-def describe_changes(old: Any, new: Any) -> list[str]:  # noqa: ANN401 - JSON values
-    """One readable line per changed leaf: ``engine.max_batch_size: 8 -> 32``."""
-    before, after = dict(_flatten(old)), dict(_flatten(new))
-    unset = "<unset>"
-    return [
-        f"{key}: {before.get(key, unset)} -> {after.get(key, unset)}"
-        for key in sorted(before.keys() | after.keys())
-        if before.get(key, unset) != after.get(key, unset)
-    ]
-
-
 def rebuild_source(stage: Stage) -> str:
     """Where an outdated stage's output would come from; only ``doit info`` asks (a build never does)."""
     if not stage.cached:
@@ -123,7 +109,12 @@ def rebuild_source(stage: Stage) -> str:
 
 
 class ParamsCheck:
-    """doit ``uptodate`` entry: the params this stage reads are the ones of its last run."""
+    """doit ``uptodate`` entry: the params this stage reads are the ones of its last run on this target.
+
+    doit keeps one set of values per task name, and ``engine:<m>`` is one task on both targets:
+    the params are saved per target (the other target's entry carried over), so switching
+    target and back finds the first target's params again.
+    """
 
     def __init__(self, stage: Stage) -> None:
         self.stage = stage
@@ -131,15 +122,21 @@ class ParamsCheck:
         self.changes: list[str] = []
 
     def __call__(self, task: Any, values: dict[str, Any]) -> bool:  # noqa: ANN401 - doit Task
-        task.value_savers.append(lambda: {"params": self.params})
-        old = values.get("params")
+        saved = values.get(SAVED_PARAMS)
+        by_target = dict(saved) if isinstance(saved, dict) else {}
+        task.value_savers.append(lambda: {SAVED_PARAMS: by_target | {self.stage.target: self.params}})
+        old = by_target.get(self.stage.target)
         if old == self.params:
             return True
         self.changes = ["never built"] if old is None else describe_changes(old, self.params)
         return False
 
     def __str__(self) -> str:
-        return f"params changed: {'; '.join(self.changes)}; {rebuild_source(self.stage)}"
+        return f"params changed (target {self.stage.target}): {'; '.join(self.changes)}; {rebuild_source(self.stage)}"
+
+
+# The doit value holding a stage's params per target: {target: params}.
+SAVED_PARAMS = "params_by_target"
 
 
 class OutputCheck:
@@ -169,7 +166,7 @@ def output_problem(stage: Stage) -> str | None:
         problem = f"{dest} was modified" if entry is None else manifest.file_problem(dest, entry)
         if problem is not None:
             return problem
-    return None
+    return None if stage.served is None else manifest.verify(content, stage.served)
 
 
 def input_paths(stage: Stage) -> list[Path]:
@@ -234,7 +231,8 @@ def run_stage(stage: Stage) -> TaskFailed | None:
         interrupts.raise_if_interrupted()
         _build(stage)
     except UserError as exc:
-        return TaskFailed(str(exc))
+        record = fsops.read_json(stage.meta / manifest.RECORD)
+        return TaskFailed(f"{exc}{changes.since_last_good(stage.source, record, canonical(stage.params))}")
     except Exception as exc:
         full = diskfull.disk_full(exc)
         if full is None:
@@ -259,21 +257,43 @@ def _copy_published(stage: Stage) -> None:
         tmp.replace(dest)
 
 
+def _serve(stage: Stage) -> None:
+    """Swap the served folder to this output's tree (artifacts hardlinked read-only, the rest copied) unless it holds it."""
+    content = manifest.load(stage.meta)
+    if stage.served is None or manifest.verify(content, stage.served) is None:
+        return
+    work = fsops.tmp_sibling(stage.served)
+    try:
+        fsops.link_tree(stage.out_dir, work, skip=manifest.META)
+        old = fsops.swap_in(work, stage.served)
+        if old is not None:
+            fsops.remove_tree(old)
+    finally:
+        if work.exists():
+            fsops.remove_tree(work)
+    log.info("%s: %s now serves the target %s build", stage.task_name, stage.served, stage.target)
+
+
 def _build(stage: Stage) -> None:
     # Input digests are taken before the action and checked after it: an input edited
     # while the stage runs must not be recorded as the one it was built from.
     inputs = input_digests(stage)
     key = action_key(stage, inputs)
+    with interrupts.uninterrupted():
+        # Before the reuse check: a run killed between a swap and the old tree's removal left one.
+        fsops.remove_stale_tmp(stage.out_dir)
+        if stage.served is not None:
+            fsops.remove_stale_tmp(stage.served)
     if _reusable(stage, key):
         log.info("%s: output already built with these inputs and params; reused", stage.task_name)
         with interrupts.uninterrupted():
             _copy_published(stage)
+            _serve(stage)
         return
     work = fsops.tmp_sibling(stage.out_dir)
     started = time.monotonic()
     try:
         with interrupts.uninterrupted():
-            fsops.remove_stale_tmp(stage.out_dir)
             fsops.remove_tree(work)
             work.mkdir(parents=True)
         ctx = StageContext(stage, work, {role: dep.out_dir for role, dep in stage.deps.items()})
@@ -342,5 +362,6 @@ def _publish(stage: Stage, ctx: StageContext, facts: dict[str, Any]) -> None:
     if old is not None:
         fsops.remove_tree(old)
     _copy_published(stage)
+    _serve(stage)
     how = "restored from the cache" if "from_cache" in record else "built"
     log.info("%s: %s in %.1f s (%d files)", stage.task_name, how, facts["seconds"], len(files))

@@ -2,7 +2,7 @@
 
 Outputs are ``<variant>.csv`` (perf_analyzer's columns, plus genai-perf's metrics for LLMs),
 ``<variant>.json`` (the same numbers with the run's facts) and ``<variant>.png``, published in
-``build/<model>/bench/`` and copied to ``results/<model>/``.  The run itself lives in
+``build/<model>/bench/<target>/`` and copied to ``results/<model>/<target>/``.  The run itself lives in
 ``tasks.bench.benchrun``: it imports grpc, numpy and transformers, which listing tasks must not pay for.
 """
 
@@ -24,10 +24,13 @@ CPU_TOOLCHAIN = ("nvidia-pytriton", "tritonclient", "torch", "transformers", "on
 SUFFIXES = ("csv", "json", "png")
 
 
-def output_files(variant: str) -> dict[str, Path]:
-    """Output file name -> its copy under ``results/<model>/`` (a variant is ``<model>`` or ``<model>@...``)."""
+def output_files(variant: str, target: str) -> dict[str, Path]:
+    """Output file name -> its copy under ``results/<model>/<target>/`` (a variant is ``<model>`` or ``<model>@...``).
+
+    One folder per target: a trt benchmark never replaces the cpu one's numbers.
+    """
     model = sweep.base_name(variant)
-    return {f"{variant}.{suffix}": RESULTS / model / f"{variant}.{suffix}" for suffix in SUFFIXES}
+    return {f"{variant}.{suffix}": RESULTS / model / target / f"{variant}.{suffix}" for suffix in SUFFIXES}
 
 
 def action(ctx: StageContext) -> None:
@@ -57,7 +60,7 @@ def stage(model: ModelGraph, published: Stage, trt_tools: Mapping[str, str]) -> 
     }
     prompts = prompts_file(spec)
     files = [rel(prompts)] if prompts is not None else []
-    doc = f"benchmark of repos/{spec.variant} -> results/{spec.name}/"
+    doc = f"benchmark of repos/{spec.variant} -> results/{spec.name}/{model.target}/"
     return model.stage(
-        "bench", params, action, doc, deps={"repo": published}, files=files, target=model.target, published=output_files(spec.variant)
+        "bench", params, action, doc, deps={"repo": published}, files=files, published=output_files(spec.variant, model.target)
     )

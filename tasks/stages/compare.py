@@ -1,6 +1,6 @@
 """compare: the benchmark of every variant of a sweep in one table and one plot, and the best variant named.
 
-``results/<m>/summary.csv`` holds each variant's rows (its swept values, then the bench CSV's own
+``results/<m>/<target>/summary.csv`` holds each variant's rows (its swept values, then the bench CSV's own
 columns and cells, unchanged); ``summary.png`` draws throughput against p99 latency, one curve per
 variant; ``best.json`` names the variant and concurrency that maximise ``compare.maximize`` among the
 rows within every ``compare.limits`` bound (same units as the CSV: latencies in microseconds).
@@ -35,8 +35,8 @@ VARIANT = "Variant"
 Table = list[dict[str, str]]
 
 
-def output_files(model: str) -> dict[str, Path]:
-    return {name: RESULTS / model / name for name in OUTPUTS}
+def output_files(model: str, target: str) -> dict[str, Path]:
+    return {name: RESULTS / model / target / name for name in OUTPUTS}
 
 
 def read_table(path: Path) -> tuple[list[str], Table]:
@@ -167,6 +167,7 @@ def stage(graph: Graph, spec: ModelSpec) -> Stage:
     """``compare:<m>``: every variant's benchmark in one table and plot, and the best variant named."""
     benches = {v.variant: graph.stage_of("bench", v.variant) for v in spec.variants}
     settings = {v.variant: v.settings for v in spec.variants}
-    params = {"name": spec.name, "compare": spec.block("compare"), "variants": settings, "code": CODE_VERSION}
-    doc = f"the variants of {spec.name} side by side -> results/{spec.name}/summary.csv, summary.png, best.json"
-    return ModelGraph(graph, spec).stage("compare", params, action, doc, deps=benches, published=output_files(spec.name))
+    target = graph.target.name
+    params = {"name": spec.name, "compare": spec.block("compare"), "variants": settings, "target": target, "code": CODE_VERSION}
+    doc = f"the variants of {spec.name} side by side -> results/{spec.name}/{target}/summary.csv, summary.png, best.json"
+    return ModelGraph(graph, spec).stage("compare", params, action, doc, deps=benches, published=output_files(spec.name, target))

@@ -93,7 +93,7 @@ def timing_cache_path(stage_out: Path, tools: Mapping[str, str]) -> Path:
     variant of a sweep builds the same layers, and each build makes the next one faster.
     """
     slug = re.sub(r"[^A-Za-z0-9.]+", "-", "-".join(tools[k] for k in ("tensorrt", "gpu", "compute_capability"))).strip("-")
-    owner = stage_out.parent
+    owner = stage_out.parents[1]  # build/<owner>/engine/<target>
     return owner.with_name(sweep.base_name(owner.name)) / TIMING_CACHE_DIR / f"{slug}.cache"
 
 

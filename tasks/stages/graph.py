@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tasks.core import fsops
 from tasks.core.stage import Action, Stage, canonical, to_task
 from tasks.spec.modelspec import ModelSpec
 from tasks.tools import toolchain
@@ -91,12 +92,39 @@ class ModelGraph:
         return self.graph.target.name
 
     def stage(self, name: str, params: Mapping[str, Any], action: Action, doc: str, **kw: Any) -> Stage:  # noqa: ANN401
+        """A stage whose params name the target keeps one output per target (``build/<m>/<stage>/<target>/``).
+
+        Switching target and back then finds the first target's outputs where it left them.
+        """
         owner = stage_owner(self.spec, name)
         out = BUILD / owner
         kw.setdefault("log_dir", out / "logs")
-        return self.graph.add(Stage(name, owner, params, kw.pop("out_dir", out / name), action, doc, **kw))
+        kw.setdefault("source", self.spec.file)
+        if "target" in params:
+            kw.setdefault("target", self.target)
+            doc = f"{doc} [target {self.target}]"
+        return self.graph.add(Stage(name, owner, params, kw.pop("out_dir", output_dir(owner, name, params)), action, doc, **kw))
+
+
+def output_dir(owner: str, name: str, params: Mapping[str, Any]) -> Path:
+    """``build/<owner>/<stage>/``, plus ``<target>/`` for a stage whose params name the target."""
+    out = BUILD / owner / name
+    return out / str(params["target"]) if "target" in params else out
 
 
 def member_stage(graph: Graph, member: ModelSpec, stage: str) -> Stage:
     """A member's stage: its own, or the one its variant shares with sibling variants."""
     return graph.stage_of(stage, stage_owner(member, stage))
+
+
+def remove_stale_work_trees() -> None:
+    """Work trees and temp files of killed runs (``.<name>.tmp-<pid>``, pid gone) in the folders stages write to.
+
+    Those are ``build/<m>/``, ``build/<m>/<stage>/`` (per-target outputs, timing caches) and ``repos/``;
+    a stage that never runs again would otherwise keep its leftover forever.
+    """
+    fsops.remove_stale_tmp_in(REPOS)
+    for model in sorted(p for p in BUILD.glob("*/") if p.is_dir() and not p.name.startswith(".")):
+        fsops.remove_stale_tmp_in(model)
+        for folder in sorted(p for p in model.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            fsops.remove_stale_tmp_in(folder)

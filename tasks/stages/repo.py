@@ -15,15 +15,15 @@ still be served.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
 from tasks.core import fsops, interrupts, manifest
 from tasks.core.errors import UserError
+from tasks.core.fsops import link_tree
 from tasks.core.stage import Stage, StageContext
-from tasks.stages.graph import BUILD, REPOS, ModelGraph
+from tasks.stages.graph import REPOS, ModelGraph
 from tasks.tools import toolchain
 from tasks.triton import layout, repository
 
@@ -33,42 +33,6 @@ log = logging.getLogger(__name__)
 CODE_VERSION = "4"
 TOOLCHAIN_FILE = toolchain.REPOSITORY_FILE
 T = TypeVar("T")
-# Artifacts a build writes and no user edits by hand: ONNX (and its external data), TensorRT plans and
-# TensorRT-LLM engines, checkpoint weights, an index's vectors.
-SHARED_SUFFIXES = frozenset({".onnx", ".onnx_data", ".plan", ".engine", ".safetensors", ".bin", ".npy"})
-# Whatever its name, a file this large is an artifact too: a repository never holds a copy of one.
-SHARED_MIN_BYTES = 64 << 20
-
-
-def shared(path: Path) -> bool:
-    """Whether the repository hardlinks ``path`` (an artifact) rather than copying it (a file users edit)."""
-    return path.suffix in SHARED_SUFFIXES or path.stat().st_size >= SHARED_MIN_BYTES
-
-
-def place(src: Path, dest: Path) -> int:
-    """One file into the repository: hardlinked read-only if an artifact, else copied; 1 if an artifact was copied."""
-    if shared(src):
-        return 0 if fsops.link_read_only(src, dest) else 1
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fsops.clone_or_copy(src, dest)
-    return 0
-
-
-def link_tree(src: Path, dest: Path) -> int:
-    """Place every file under ``src`` at the same place under ``dest``; return how many artifacts were copied.
-
-    Directories are recreated too, empty ones included: an ensemble's empty version folder
-    (``<model>/1/``) is what makes Triton see a version of it.
-    """
-    if src.is_file():
-        return place(src, dest)
-    copies = 0
-    for dirpath, _, filenames in os.walk(src):
-        (dest / Path(dirpath).relative_to(src)).mkdir(parents=True, exist_ok=True)
-        for name in filenames:
-            path = Path(dirpath) / name
-            copies += place(path, dest / path.relative_to(src))
-    return copies
 
 
 def link_model(model: repository.TritonModel, config_dir: Path, inputs: dict[str, Path], dest: Path) -> int:
@@ -194,7 +158,7 @@ def action(ctx: StageContext) -> None:
         engines[name] = ctx.inputs["engine"]
     write_toolchain(ctx, engines)
     # Absolute paths the config stage left at the marker root now name this repository.
-    rewrite_paths(ctx.out, repository.REPOSITORY_MARKER, ctx.stage.out_dir.resolve())
+    rewrite_paths(ctx.out, repository.REPOSITORY_MARKER, (ctx.stage.served or ctx.stage.out_dir).resolve())
     ctx.record["copied_files"] = copies
     if copies:
         log.warning("repo: %d artifacts were copied, not hardlinked (build/ and repos/ are on different filesystems)", copies)
@@ -207,4 +171,5 @@ def stage(model: ModelGraph, deps: Mapping[str, Stage], members: Mapping[str, An
     params |= {"members": members, "searchable": "index" in deps} if members else {}
     params["code"] = CODE_VERSION
     doc = f"Triton repository repos/{m}"
-    return model.stage("repo", params, action, doc, deps=deps, target=model.target, out_dir=REPOS / m, meta_dir=BUILD / m / "repo")
+    # Built per target in build/<m>/repo/<target>/; repos/<m> serves the last target built, swapped in as hardlinks.
+    return model.stage("repo", params, action, doc, deps=deps, served=REPOS / m)

@@ -101,7 +101,7 @@ def project(tiny_bert: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_csv_has_perf_analyzer_columns_and_sane_numbers(project: Path) -> None:
-    header, rows = read_csv(project / "results/tiny/tiny.csv")
+    header, rows = read_csv(project / "results/tiny/cpu/tiny.csv")
     assert header == list(metrics.PA_COLUMNS)
     assert [int(r["Concurrency"]) for r in rows] == [1, 3]
     for row in rows:
@@ -114,7 +114,7 @@ def test_csv_has_perf_analyzer_columns_and_sane_numbers(project: Path) -> None:
 
 
 def test_json_and_png_carry_the_same_numbers_and_the_run_facts(project: Path) -> None:
-    doc = read_json(project / "results/tiny/tiny.json")
+    doc = read_json(project / "results/tiny/cpu/tiny.json")
     assert doc["model"] == "tiny"
     assert doc["variant"] == "tiny"
     assert doc["served_model"] == "tiny"
@@ -139,14 +139,14 @@ def test_json_and_png_carry_the_same_numbers_and_the_run_facts(project: Path) ->
     assert isinstance(git, dict)
     assert set(git) == {"commit", "dirty"}
     assert str(doc["date"]).startswith(time.strftime("%Y-"))
-    _, rows = read_csv(project / "results/tiny/tiny.csv")
+    _, rows = read_csv(project / "results/tiny/cpu/tiny.csv")
     json_rows = doc["rows"]
     assert isinstance(json_rows, list)
     for csv_row, json_row in zip(rows, json_rows, strict=True):
         assert round(json_row["p99 latency"]) == int(csv_row["p99 latency"])
-    assert (project / "results/tiny/tiny.png").read_bytes().startswith(PNG_MAGIC)
+    assert (project / "results/tiny/cpu/tiny.png").read_bytes().startswith(PNG_MAGIC)
     for suffix in ("csv", "json", "png"):
-        assert (project / f"results/tiny/tiny.{suffix}").read_bytes() == (project / f"build/tiny/bench/tiny.{suffix}").read_bytes()
+        assert (project / f"results/tiny/cpu/tiny.{suffix}").read_bytes() == (project / f"build/tiny/bench/cpu/tiny.{suffix}").read_bytes()
 
 
 def test_noop_runs_nothing(project: Path) -> None:
@@ -156,7 +156,7 @@ def test_noop_runs_nothing(project: Path) -> None:
 def test_concurrency_edit_reruns_only_bench(project: Path) -> None:
     edit(project / "models/tiny.yaml", "concurrency: [1, 3]", "concurrency: [2]")
     assert build(project).executed == {"bench:tiny"}
-    _, rows = read_csv(project / "results/tiny/tiny.csv")
+    _, rows = read_csv(project / "results/tiny/cpu/tiny.csv")
     assert [r["Concurrency"] for r in rows] == ["2"]
 
 
@@ -166,13 +166,13 @@ def test_triton_edit_reruns_config_repo_and_bench(project: Path) -> None:
 
 
 def test_deleted_result_is_restored_without_rerunning_the_benchmark(project: Path) -> None:
-    before = (project / "build/tiny/bench/tiny.csv").read_bytes()
-    (project / "results/tiny/tiny.csv").unlink()
+    before = (project / "build/tiny/bench/cpu/tiny.csv").read_bytes()
+    (project / "results/tiny/cpu/tiny.csv").unlink()
     result = build(project)
     assert result.executed == {"bench:tiny"}
     assert "bench:tiny: output already built with these inputs and params; reused" in result.stderr
     assert "starting Triton" not in result.stderr
-    assert (project / "results/tiny/tiny.csv").read_bytes() == before
+    assert (project / "results/tiny/cpu/tiny.csv").read_bytes() == before
 
 
 def test_prompts_file_is_an_input(project: Path) -> None:
@@ -186,7 +186,7 @@ def test_prompts_file_is_an_input(project: Path) -> None:
 
 
 def test_failed_tool_leaves_no_process_and_keeps_the_previous_results(project: Path, tmp_path: Path) -> None:
-    previous = (project / "results/tiny/tiny.csv").read_bytes()
+    previous = (project / "results/tiny/cpu/tiny.csv").read_bytes()
     edit(project / "models/tiny.yaml", "concurrency: [2]", "concurrency: [2]\n  tool: perf_analyzer")
     failing = doit_env({"FAKE_TOOL_EXIT": "3"}, path_prefix=FAKES)
     result = run_doit(project, "build:tiny", "target=cpu", env=failing)
@@ -195,7 +195,7 @@ def test_failed_tool_leaves_no_process_and_keeps_the_previous_results(project: P
     assert len(errors) == 1
     assert "perf_analyzer failed with exit code 3" in errors[0], errors
     assert processes_in(project) == []
-    assert (project / "results/tiny/tiny.csv").read_bytes() == previous
+    assert (project / "results/tiny/cpu/tiny.csv").read_bytes() == previous
 
     argv_log = tmp_path / "argv.jsonl"
     result = build(project, env=doit_env({"FAKE_TOOL_ARGV": str(argv_log)}, path_prefix=FAKES))
@@ -205,10 +205,10 @@ def test_failed_tool_leaves_no_process_and_keeps_the_previous_results(project: P
     argv = calls[0]
     assert "--concurrency-range" in argv
     assert argv[argv.index("--concurrency-range") + 1] == "2:2"
-    header, rows = read_csv(project / "results/tiny/tiny.csv")
+    header, rows = read_csv(project / "results/tiny/cpu/tiny.csv")
     assert header == list(metrics.PA_COLUMNS)
     assert [r["Concurrency"] for r in rows] == ["2"]
-    assert read_json(project / "results/tiny/tiny.json")["tool"] == "perf_analyzer"
+    assert read_json(project / "results/tiny/cpu/tiny.json")["tool"] == "perf_analyzer"
     assert processes_in(project) == []
 
 
@@ -270,7 +270,7 @@ def test_llm_csv_has_genai_perf_metrics_from_streamed_tokens(tmp_path: Path) -> 
     result = run_doit(root, "build:t5b", "target=cpu")
     assert result.rc == 0, result.stdout + result.stderr
     assert "bench:t5b" in result.executed
-    header, rows = read_csv(root / "results/t5b/t5b.csv")
+    header, rows = read_csv(root / "results/t5b/cpu/t5b.csv")
     assert header == list(metrics.PA_COLUMNS + metrics.LLM_COLUMNS)
     assert [int(r["Concurrency"]) for r in rows] == [1, 2]
     for row in rows:
@@ -284,7 +284,7 @@ def test_llm_csv_has_genai_perf_metrics_from_streamed_tokens(tmp_path: Path) -> 
         assert number(row, "Input Sequence Length (tokens) avg") == pytest.approx(10, abs=2)
         # Request latency in ms and the perf_analyzer latency in µs describe the same requests.
         assert number(row, "Request Latency (ms) avg") * 1000 == pytest.approx(number(row, "Avg latency"), abs=1)
-    doc = read_json(root / "results/t5b/t5b.json")
+    doc = read_json(root / "results/t5b/cpu/t5b.json")
     assert doc["served_model"] == "ensemble"
     assert doc["streaming"] is True
     assert processes_in(root) == []
@@ -302,7 +302,7 @@ def test_llm_csv_has_genai_perf_metrics_from_streamed_tokens(tmp_path: Path) -> 
     assert all("--streaming" in call for call in calls)
     tokenizer = Path(calls[0][calls[0].index("--tokenizer") + 1])
     assert tokenizer == (root / "repos/t5b/preprocessing/1/tokenizer").resolve()
-    header, rows = read_csv(root / "results/t5b/t5b.csv")
+    header, rows = read_csv(root / "results/t5b/cpu/t5b.csv")
     assert header == list(metrics.PA_COLUMNS + metrics.LLM_COLUMNS)
     assert [int(r["Concurrency"]) for r in rows] == [1, 2]
     for row in rows:

@@ -81,11 +81,11 @@ def test_repository_holds_every_member_with_artifacts_hardlinked(project: Path) 
     # What built each member's engine travels with the repository (cpu: the onnxruntime version).
     assert sorted(json.loads((repo / "toolchain.json").read_text())["engines"]) == ["clipv", "tiny"]
     index = repo / "vlm_search/1/embeddings.npy"
-    assert index.stat().st_ino == (project / "build/vlm/index/embeddings.npy").stat().st_ino
+    assert index.stat().st_ino == (project / "build/vlm/index/cpu/embeddings.npy").stat().st_ino
     assert not (project / "repos/clipv").exists()  # the members' own repositories were never needed
     for member in ("clipv", "tiny"):
         onnx = repo / f"{member}_encoder/1/model.onnx"
-        assert onnx.stat().st_ino == (project / f"build/{member}/engine/model.onnx").stat().st_ino
+        assert onnx.stat().st_ino == (project / f"build/{member}/engine/cpu/model.onnx").stat().st_ino
     # A file users edit is a copy: editing it in repos/ leaves build/ (and the checkpoint) as they were.
     preprocessor = repo / "clipv_preprocess/1/preprocessor_config.json"
     fetched = project / "build/clipv/fetch/preprocessor_config.json"

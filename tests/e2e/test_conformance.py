@@ -80,7 +80,7 @@ def test_the_kit_passes_when_trt_answers_what_cpu_answers(passed: tuple[Path, su
     assert "| bert | bert | pass | pass | pass | - |" in text
     # Both targets were really built: plans and engines by the fake tools on trt, none on cpu.
     assert (root / "build/conformance/trt/repos/bert/bert_encoder/1/model.plan").is_file()
-    assert (root / "build/conformance/trt/build/gpt2/engine/engine/rank0.engine").is_file()
+    assert (root / "build/conformance/trt/build/gpt2/engine/trt/engine/rank0.engine").is_file()
     assert (root / "build/conformance/cpu/repos/bert/bert_encoder/1/model.onnx").is_file()
     call = json.loads((root / "convert.jsonl").read_text().splitlines()[0])
     assert call[0] == "gpt"

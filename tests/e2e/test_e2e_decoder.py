@@ -64,10 +64,10 @@ def test_trt_builds_one_engine_per_family_with_its_settings(checkpoints: dict[st
     assert params["gpt_model_path"] == str((trtllm / "1/engine").resolve())
     assert "encoder_model_path" not in params
     assert "cross_kv_cache_fraction" not in params
-    assert (trtllm / "1/engine/rank0.engine").stat().st_ino == (root / "build/tiny-llama/engine/engine/rank0.engine").stat().st_ino
+    assert (trtllm / "1/engine/rank0.engine").stat().st_ino == (root / "build/tiny-llama/engine/trt/engine/rank0.engine").stat().st_ino
     ensemble = (root / "repos/tiny-llama/ensemble/config.pbtxt").read_text()
     assert "decoder_input_ids" not in ensemble.split("ensemble_scheduling", 1)[1]
-    assert read_json(root / "build/tiny-llama/engine/action.json")["trtllm_version"] == "1.2.1"
+    assert read_json(root / "build/tiny-llama/engine/trt/action.json")["trtllm_version"] == "1.2.1"
 
 
 def test_tensor_parallel_checkpoint_has_two_rank_files_and_builds_both(checkpoints: dict[str, Path], tmp_path: Path) -> None:

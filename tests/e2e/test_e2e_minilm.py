@@ -66,7 +66,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_benchmark_csv_covers_the_configured_levels(project: Path) -> None:
-    with (project / "results/minilm/minilm.csv").open(encoding="utf-8", newline="") as handle:
+    with (project / "results/minilm/cpu/minilm.csv").open(encoding="utf-8", newline="") as handle:
         reader = csv.DictReader(handle)
         rows = list(reader)
     assert reader.fieldnames == list(metrics.PA_COLUMNS)
@@ -76,7 +76,7 @@ def test_benchmark_csv_covers_the_configured_levels(project: Path) -> None:
         assert float(row["Inferences/Second"]) > 0
         latencies = [float(row[f"p{p} latency"]) for p in (50, 90, 95, 99)]
         assert latencies == sorted(latencies)
-    assert (project / "results/minilm/minilm.png").stat().st_size > 0
+    assert (project / "results/minilm/cpu/minilm.png").stat().st_size > 0
 
 
 def test_triton_embeddings_equal_the_hf_model(project: Path) -> None:
@@ -100,7 +100,7 @@ def test_encoder_is_an_onnxruntime_python_model_on_cpu(project: Path) -> None:
     config = (project / "repos/minilm/minilm_encoder/config.pbtxt").read_text()
     assert 'backend: "python"' in config
     onnx = project / "repos/minilm/minilm_encoder/1/model.onnx"
-    assert onnx.stat().st_ino == (project / "build/minilm/engine/model.onnx").stat().st_ino
+    assert onnx.stat().st_ino == (project / "build/minilm/engine/cpu/model.onnx").stat().st_ino
 
 
 def test_serve_runs_until_ctrl_c_and_leaves_no_process(project: Path) -> None:

@@ -80,7 +80,7 @@ def test_cpu_repository_generates_what_transformers_generates(cpu_project: Path,
         "tensorrt_llm",
         "tensorrt_llm_bls",
     ]
-    assert json.loads((cpu_project / "build/t5tiny/engine/engine.json").read_text())["engine"] == "none"
+    assert json.loads((cpu_project / "build/t5tiny/engine/cpu/engine.json").read_text())["engine"] == "none"
     expected = hf_greedy(tiny_t5, PROMPTS, 12)
     assert any(expected)
     assert_ensemble_and_bls_answer(repo, cpu_project / "build/t5-triton.log", dict(zip(PROMPTS, expected, strict=True)), 12)
@@ -126,9 +126,9 @@ def test_trt_target_with_fake_trtllm_build(tiny_t5: Path, tmp_path: Path) -> Non
     params = {k: v.string_value for k, v in config.parameters.items()}
     assert params["encoder_model_path"] == str((trtllm / "1/encoder").resolve())
     assert params["gpt_model_path"] == str((trtllm / "1/decoder").resolve())
-    engine = root / "build/t5tiny/engine/decoder/rank0.engine"
+    engine = root / "build/t5tiny/engine/trt/decoder/rank0.engine"
     assert (trtllm / "1/decoder/rank0.engine").stat().st_ino == engine.stat().st_ino
-    assert read_json(root / "build/t5tiny/engine/action.json")["trtllm_version"] == "1.2.1"
+    assert read_json(root / "build/t5tiny/engine/trt/action.json")["trtllm_version"] == "1.2.1"
     # A convert.dtype edit reaches the engines and the repository on trt.
     path = root / "models/t5tiny.yaml"
     path.write_text(path.read_text().replace("dtype: float32", "dtype: bfloat16"))

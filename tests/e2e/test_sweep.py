@@ -36,7 +36,7 @@ def test_cpu_variants_are_benchmarked_and_compared(tiny_bert: Path, tmp_path: Pa
     # Only triton.* is swept: export and the engine are shared; each variant has its own config, repo and bench.
     shared = {"fetch:tiny", "export:tiny", "engine:tiny", "compare:tiny"}
     assert result.executed == shared | {f"{s}:{v}" for v in variants for s in ("config", "repo", "bench")}
-    results = project / "results/tiny"
+    results = project / "results/tiny/cpu"
     rows = list(csv.DictReader((results / "summary.csv").open(encoding="utf-8")))
     assert [(r["Variant"], r["triton.max_queue_delay_us"], r["Concurrency"]) for r in rows] == [
         (v, v.rsplit("-", 1)[1], c) for v in variants for c in ("1", "2")

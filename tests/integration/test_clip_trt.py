@@ -59,7 +59,7 @@ def test_trtexec_gets_image_shapes_precision_and_a_timing_cache(project: Path) -
     ]
     assert argv[7].startswith(f"--timingCacheFile={CACHE_DIR}/.10.14.1-none-none.cache.tmp-")
     assert len(argv) == 8
-    record = read_json(project / "build/clipv/engine/action.json")
+    record = read_json(project / "build/clipv/engine/trt/action.json")
     assert record["timing_cache"] == {"path": f"{CACHE_DIR}/10.14.1-none-none.cache", "reused": False, "bytes_before": 0, "bytes_after": 8}
     assert sorted(p.name for p in (project / CACHE_DIR).iterdir()) == ["10.14.1-none-none.cache"]
 
@@ -74,7 +74,7 @@ def test_timing_cache_is_reused_and_never_makes_a_build_outdated(project: Path) 
     assert build(project).executed == {"engine:clipv", "repo:clipv", "repo:vlm"}
     edit(project / "models/clipv.yaml", "opt_batch_size: 2", "opt_batch_size: 3")
     assert build(project).executed == {"engine:clipv", "repo:clipv", "repo:vlm"}
-    record = read_json(project / "build/clipv/engine/action.json")
+    record = read_json(project / "build/clipv/engine/trt/action.json")
     assert record["timing_cache"] == {"path": f"{CACHE_DIR}/10.14.1-none-none.cache", "reused": True, "bytes_before": 8, "bytes_after": 16}
     assert "--optShapes=pixel_values:3x3x32x32" in last_call(project, "clipv")
 

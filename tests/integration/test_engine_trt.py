@@ -47,7 +47,7 @@ def test_trtexec_gets_shapes_precision_and_validated_flags(built: tuple[Path, Pa
     assert len(calls) == 1
     argv = calls[0]
     assert argv[0] == "--onnx=build/tiny/export/model.onnx"
-    assert argv[1].startswith("--saveEngine=build/tiny/.engine.tmp-")
+    assert argv[1].startswith("--saveEngine=build/tiny/engine/.trt.tmp-")
     assert argv[1].endswith("/model.plan")
     assert argv[-1].startswith("--timingCacheFile=build/tiny/timing-cache/.10.14.1-none-none.cache.tmp-")
     assert argv[2:-1] == [
@@ -61,9 +61,9 @@ def test_trtexec_gets_shapes_precision_and_validated_flags(built: tuple[Path, Pa
         "--noTF32",
         "--verbose",
     ]
-    record = read_json(root / "build/tiny/engine/action.json")
+    record = read_json(root / "build/tiny/engine/trt/action.json")
     assert record["tensorrt"] == "10.14.1"
-    assert read_json(root / "build/tiny/engine/manifest.json")["target"] == "trt"
+    assert read_json(root / "build/tiny/engine/trt/manifest.json")["target"] == "trt"
 
 
 def test_repository_serves_the_plan_with_tensorrt_plan_platform(built: tuple[Path, Path]) -> None:
@@ -76,7 +76,7 @@ def test_repository_serves_the_plan_with_tensorrt_plan_platform(built: tuple[Pat
     assert config.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_GPU
     plan = encoder / "1/model.plan"
     assert plan.read_bytes().startswith(b"FAKEPLAN")
-    assert plan.stat().st_ino == (root / "build/tiny/engine/model.plan").stat().st_ino
+    assert plan.stat().st_ino == (root / "build/tiny/engine/trt/model.plan").stat().st_ino
     assert not (encoder / "1/model.py").exists()
 
 
@@ -105,7 +105,7 @@ def test_another_container_release_rebuilds_engine_and_repository_only(tiny_bert
     result = run_doit(root, "build:tiny", env=inside)
     assert result.rc == 0, result.stderr
     assert result.executed == {"engine:tiny", "repo:tiny"}
-    assert read_json(root / "build/tiny/engine/action.json")["params"]["toolchain"]["container"] == "26.05"  # type: ignore[index]
+    assert read_json(root / "build/tiny/engine/trt/action.json")["params"]["toolchain"]["container"] == "26.05"  # type: ignore[index]
 
 
 def test_failing_trtexec_shows_its_last_lines_and_keeps_the_repository(built: tuple[Path, Path]) -> None:

@@ -60,10 +60,10 @@ def test_triton_edit_rebuilds_config_and_repo(project: Path) -> None:
 
 
 def test_engine_batch_edit_on_cpu_stops_at_identical_engine_bytes(project: Path) -> None:
-    before = read_json(project / "build/tiny/engine/manifest.json")
+    before = read_json(project / "build/tiny/engine/cpu/manifest.json")
     edit(project / "models/tiny.yaml", "max_batch_size: 8\n  max_seq_len", "max_batch_size: 16\n  max_seq_len")
     assert build(project) == {"engine:tiny"}
-    assert read_json(project / "build/tiny/engine/manifest.json") == before
+    assert read_json(project / "build/tiny/engine/cpu/manifest.json") == before
 
 
 def test_engine_value_read_by_config_rebuilds_config_too(project: Path) -> None:
@@ -92,7 +92,7 @@ def fake_dist(folder: Path, name: str, version: str) -> None:
 def test_toolchain_change_rebuilds_only_the_stages_that_depend_on_it(project: Path, tmp_path: Path) -> None:
     fake_dist(tmp_path / "ort", "onnxruntime", "99.0.0")
     assert build(project, env=doit_env({"PYTHONPATH": str(tmp_path / "ort")})) == {"engine:tiny"}
-    record = read_json(project / "build/tiny/engine/action.json")
+    record = read_json(project / "build/tiny/engine/cpu/action.json")
     assert record["params"]["toolchain"] == {"onnxruntime": "99.0.0"}  # type: ignore[index]
     fake_dist(tmp_path / "torch", "torch", "99.0.0")
     env = doit_env({"PYTHONPATH": os.pathsep.join([str(tmp_path / "ort"), str(tmp_path / "torch")])})
@@ -103,7 +103,7 @@ def test_toolchain_change_rebuilds_only_the_stages_that_depend_on_it(project: Pa
 def test_info_names_the_changed_param(project: Path) -> None:
     edit(project / "models/tiny.yaml", "max_seq_len: 24", "max_seq_len: 20")
     info = run_doit(project, "info", "engine:tiny", "target=cpu")
-    assert "params changed: engine.max_seq_len: 24 -> 20" in info.stdout
+    assert "params changed (target cpu): engine.max_seq_len: 24 -> 20" in info.stdout
     assert build(project) == {"engine:tiny", "config:tiny", "repo:tiny"}
 
 
@@ -113,7 +113,7 @@ def test_deleted_repository_rebuilds_repo_only(project: Path) -> None:
         path.unlink() if path.is_file() else path.rmdir()
     repo.rmdir()
     assert build(project) == {"repo:tiny"}
-    assert (repo / "tiny_encoder/1/model.onnx").stat().st_ino == (project / "build/tiny/engine/model.onnx").stat().st_ino
+    assert (repo / "tiny_encoder/1/model.onnx").stat().st_ino == (project / "build/tiny/engine/cpu/model.onnx").stat().st_ino
 
 
 def test_failed_rebuild_keeps_the_previous_repository(project: Path) -> None:

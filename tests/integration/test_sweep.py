@@ -81,7 +81,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str
         engines=[(project / "repos" / v / "tensorrt_llm/1/engine/rank0.engine").is_file() for v in VARIANTS],
         promoted_repository=(project / "repos" / M).exists(),
         timing_caches=[p.name.split("-")[-1] for p in (project / f"build/{M}/timing-cache").iterdir()],
-        reused=[read_json(project / f"build/{v}/engine/action.json")["timing_cache"]["engine"]["reused"] for v in VARIANTS],  # type: ignore[index]
+        reused=[read_json(project / f"build/{v}/engine/trt/action.json")["timing_cache"]["engine"]["reused"] for v in VARIANTS],  # type: ignore[index]
     )
     return project, env, first
 

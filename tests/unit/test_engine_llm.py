@@ -77,7 +77,7 @@ def engine_stage(root: Path, ckpt: Path, engine: dict[str, Any] | None = None, t
     convert = Stage("convert", "t5", {}, ckpt, lambda _ctx: None, "converted checkpoint")
     params = {"target": target, "engine": {**ENGINE, **(engine or {})}, "toolchain": TOOLS}
     return Stage(
-        "engine", "t5", params, root / "build/t5/engine", engine_llm.action, "engines",
+        "engine", "t5", params, root / "build/t5/engine" / target, engine_llm.action, "engines",
         deps={"checkpoint": convert}, target=target, log_dir=root / "build/t5/logs",
     )  # fmt: skip
 
@@ -98,7 +98,7 @@ def calls(root: Path) -> list[list[str]]:
 def expected(
     root: Path, component: str, *, dtype: str = "float16", workers: int = 1, gemm: str | None = None, tokens: int | None = None
 ) -> list[str]:
-    work = fsops.tmp_sibling(root / "build/t5/engine")
+    work = fsops.tmp_sibling(root / "build/t5/engine/trt")
     common = [
         str(FAKES / "trtllm-build"),
         "--checkpoint_dir", str(root / "convert" / component),
@@ -130,7 +130,7 @@ def test_exact_encoder_and_decoder_argv_and_published_engines(env: Path) -> None
     assert calls(env) == [expected(env, "encoder")[1:], expected(env, "decoder")[1:]]
     assert record["trtllm_version"] == "1.2.1"
     assert record["flag_table"] == f"{FAKES / 'trtllm-build'} --help"
-    out = env / "build/t5/engine"
+    out = env / "build/t5/engine/trt"
     assert sorted(p.name for p in (out / "encoder").iterdir()) == ["config.json", "rank0.engine"]
     decoder = json.loads((out / "decoder/config.json").read_text())
     assert decoder["version"] == "1.2.1"
@@ -220,7 +220,7 @@ def test_tensor_parallel_checkpoint_builds_every_rank_with_workers(env: Path) ->
     assert record["argv"]["encoder"] == expected(env, "encoder", workers=2)
     assert record["argv"]["decoder"] == expected(env, "decoder", workers=2)
     for component in ("encoder", "decoder"):
-        names = sorted(p.name for p in (env / "build/t5/engine" / component).iterdir())
+        names = sorted(p.name for p in (env / "build/t5/engine/trt" / component).iterdir())
         assert names == ["config.json", "rank0.engine", "rank1.engine"]
 
 
@@ -261,7 +261,7 @@ def test_cpu_target_writes_a_stable_note_and_runs_nothing(
     monkeypatch.setenv("PATH", str(env / "bin"))
     caplog.set_level("INFO")
     build(engine_stage(env, checkpoint(env), {"flags": {"log_level": "info"}}, target="cpu"))
-    out = env / "build/t5/engine"
+    out = env / "build/t5/engine/cpu"
     assert sorted(p.name for p in out.iterdir()) == ["action.json", "engine.json", "manifest.json"]
     assert json.loads((out / "engine.json").read_text()) == engine_llm.CPU_ENGINE
     assert (out / "engine.json").read_text() == json.dumps(engine_llm.CPU_ENGINE, indent=1, sort_keys=True) + "\n"

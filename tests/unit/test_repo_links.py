@@ -5,7 +5,7 @@ from __future__ import annotations
 import stat
 from pathlib import Path
 
-from tasks.stages import repo
+from tasks.core import fsops
 
 
 def test_artifacts_are_linked_read_only_and_editable_files_copied(tmp_path: Path) -> None:
@@ -21,8 +21,8 @@ def test_artifacts_are_linked_read_only_and_editable_files_copied(tmp_path: Path
     for rel, data in files.items():
         (built / rel).write_bytes(data)
     with (built / "1/vectors").open("wb") as handle:  # no artifact suffix, but too large to copy (sparse)
-        handle.truncate(repo.SHARED_MIN_BYTES)
-    assert repo.link_tree(built, tmp_path / "repo") == 0
+        handle.truncate(fsops.SHARED_MIN_BYTES)
+    assert fsops.link_tree(built, tmp_path / "repo") == 0
     linked = {
         p.relative_to(tmp_path / "repo").as_posix()
         for p in (tmp_path / "repo").rglob("*")

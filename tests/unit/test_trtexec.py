@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from tasks.core import lock, stage
+from tasks.core import changes, lock
 from tasks.core.errors import UserError
 from tasks.tools import trtexec
 from tests.helpers import FAKES
@@ -55,7 +55,7 @@ def test_which_commands_take_the_lock(argv: list[str], mutates: bool) -> None:  
 def test_describe_changes_is_one_line_per_leaf() -> None:
     old = {"engine": {"max_batch_size": 8, "flags": {}}, "code": "1"}
     new = {"engine": {"max_batch_size": 32, "flags": {"noTF32": True}}, "code": "1"}
-    assert stage.describe_changes(old, new) == [
+    assert changes.describe_changes(old, new) == [
         "engine.flags: {} -> <unset>",
         "engine.flags.noTF32: <unset> -> True",
         "engine.max_batch_size: 8 -> 32",
