@@ -63,7 +63,7 @@ SWEEP_CASES = [
         sweep(
             f"  triton.instance_count: {list(range(1, 101))}\n"
             f"  triton.max_queue_delay_us: {list(range(100))}\n"
-            f"  engine.opt_batch_size: {list(range(1, 57))}\n"
+            f"  engine.workspace_mb: {list(range(1, 57))}\n"
         ),
         "sweep",
         memory_mb=2048,

@@ -13,6 +13,7 @@ import hashlib
 import os
 import random
 import re
+import shutil
 import signal
 import subprocess
 import time
@@ -69,6 +70,7 @@ def stage_started(project: Path, stage: str, previous: str | None) -> bool:
 
 @dataclass
 class Reference:
+    project: Path  # every trial runs at this same path: the exported ONNX records source paths
     digests: dict[str, str]
     order: list[str]  # stages in the order they finished
     spans: dict[str, float]  # seconds from a stage's start to its manifest
@@ -98,12 +100,12 @@ def watch(project: Path) -> tuple[int, list[str], dict[str, float]]:
 
 @pytest.fixture(scope="module")
 def reference(tiny_bert: Path, tmp_path_factory: pytest.TempPathFactory) -> Reference:
-    project = copy_project(tmp_path_factory.mktemp("kill-reference") / "p", {"tiny": TINY_YAML.format(path=tiny_bert)})
+    project = copy_project(tmp_path_factory.mktemp("kill-trials") / "p", {"tiny": TINY_YAML.format(path=tiny_bert)})
     rc, order, spans = watch(project)
     assert rc == 0
     assert order[0] == "fetch", order
     assert set(order) == set(STAGES)
-    return Reference(digests(project), order, spans)
+    return Reference(project, digests(project), order, spans)
 
 
 @dataclass
@@ -140,8 +142,10 @@ def rebuilt(run: DoitRun) -> set[str]:
 
 
 @pytest.mark.parametrize("seed", range(TRIALS))
-def test_a_killed_build_reruns_to_the_clean_result_without_rework(seed: int, reference: Reference, tiny_bert: Path, tmp_path: Path) -> None:
-    project = copy_project(tmp_path / "p", {"tiny": TINY_YAML.format(path=tiny_bert)})
+def test_a_killed_build_reruns_to_the_clean_result_without_rework(seed: int, reference: Reference, tiny_bert: Path) -> None:
+    project = reference.project
+    shutil.rmtree(project)
+    copy_project(project, {"tiny": TINY_YAML.format(path=tiny_bert)})
     kill = kill_during(project, reference, seed)
     where = f"seed {seed}: killed {kill.delay:.2f} s into {kill.aimed}, finished then: {sorted(kill.done)}"
     try:
