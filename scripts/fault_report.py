@@ -39,11 +39,20 @@ def cell(text: str) -> str:
     return flat.replace("|", "\\|").replace("`", "'")
 
 
+def side_effects(outcome: Outcome) -> str:
+    """What a run did besides answering: files of the guarded model changed, processes left running."""
+    found = [f"{len(outcome.touched)} guarded files changed"] if outcome.touched else []
+    found += [f"{len(outcome.left_running)} processes left"] if outcome.left_running else []
+    return ", ".join(found) or "-"
+
+
 def table(outcomes: list[Outcome]) -> str:
     counts = Counter(o.outcome for o in outcomes)
     totals = ", ".join(f"{kind} {counts.get(kind, 0)}" for kind in OUTCOMES)
-    rows = [f"{len(outcomes)} cases: {totals}.", "", "| case | category | outcome | error line |", "|---|---|---|---|"]
-    rows += [f"| {o.case.id} | {o.case.category} | {o.outcome} | {cell(o.line) or '-'} |" for o in outcomes]
+    harmed = sum(side_effects(o) != "-" for o in outcomes)
+    rows = [f"{len(outcomes)} cases: {totals}; {harmed} with side effects.", ""]
+    rows += ["| case | category | outcome | side effects | error line |", "|---|---|---|---|---|"]
+    rows += [f"| {o.case.id} | {o.case.category} | {o.outcome} | {side_effects(o)} | {cell(o.line) or '-'} |" for o in outcomes]
     return "\n".join(rows)
 
 

@@ -31,7 +31,8 @@ def test_each_row_gives_the_case_category_and_a_known_outcome() -> None:
 
 def test_the_totals_line_matches_the_rows() -> None:
     counts = Counter(row[2] for row in table_rows())
-    expected = f"{len(CASES)} cases: " + ", ".join(f"{kind} {counts.get(kind, 0)}" for kind in OUTCOMES) + "."
+    harmed = sum(row[3] != "-" for row in table_rows())
+    expected = f"{len(CASES)} cases: " + ", ".join(f"{kind} {counts.get(kind, 0)}" for kind in OUTCOMES) + f"; {harmed} with side effects."
     assert expected in DOC.read_text(encoding="utf-8")
 
 
