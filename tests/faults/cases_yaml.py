@@ -12,13 +12,21 @@ SIZE = "size"
 LONG = "x" * 5000
 
 
-def alias_bomb(depth: int, key: str = "max_batch_size") -> str:
-    """A billion-laughs document: each level lists the previous one nine times, the last lands in ``engine.<key>``."""
-    levels = ["a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
-    levels += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, depth + 1)]
-    engine = f"engine:\n  {key}: *a{depth}\n  max_seq_len: 32\n"
-    body = BAD_YAML.replace("engine:\n  max_batch_size: 8\n  max_seq_len: 32\n", engine)
-    return "x-anchors:\n" + "".join(f"  {line}\n" for line in levels) + body
+def alias_bomb(depth: int) -> str:
+    """A billion-laughs value: each anchor lists the previous one nine times; the last holds 9**(depth+1) items.
+
+    The anchors sit inside the typed value itself, so nothing but that value's own check meets the expansion.
+    """
+    levels = ["&a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    levels += [f"&a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, depth + 1)]
+    return f"[{', '.join(levels)}]"
+
+
+def bomb_in(key: str, depth: int) -> str:
+    """The bomb as ``engine.max_batch_size`` (the first ``max_batch_size`` of the file) or as ``engine.flags.fp16``."""
+    if key == "flags":
+        return edited("  max_seq_len: 32\n", f"  max_seq_len: 32\n  flags: {{fp16: {alias_bomb(depth)}}}\n")
+    return edited("  max_batch_size: 8\n", f"  max_batch_size: {alias_bomb(depth)}\n")
 
 
 SYNTAX_CASES = [
@@ -141,27 +149,11 @@ SIZE_CASES = [
     yaml_case("long-bench-prompts", SIZE, "a 5,000-character bench.prompts", BAD_YAML + f"bench:\n  prompts: {LONG}\n", "bench.prompts"),
     yaml_case("long-family", SIZE, "a 5,000-character family", edited("family: bert", f"family: {LONG}"), "family"),
     yaml_case("long-unknown-key", SIZE, "a 5,000-character unknown key", edited("triton:", f"{LONG}: 1\ntriton:"), None),
-    yaml_case(
-        "alias-bomb-4", SIZE, "a depth-4 YAML alias bomb in engine.max_batch_size", alias_bomb(4), "engine.max_batch_size", memory_mb=1536
-    ),
-    yaml_case("alias-bomb-9", SIZE, "a depth-9 alias bomb (a billion items)", alias_bomb(9), "engine.max_batch_size", memory_mb=1536),
-    yaml_case(
-        "alias-bomb-flags",
-        SIZE,
-        "an alias bomb in engine.flags.fp16",
-        alias_bomb(6, "flags").replace("flags: *a6", "flags: {fp16: *a6}"),
-        "engine.flags",
-        memory_mb=1536,
-    ),
-    Case(
-        "alias-bomb-build",
-        SIZE,
-        "an alias bomb met by doit build",
-        {BAD: alias_bomb(6)},
-        BUILD,
-        key="engine.max_batch_size",
-        memory_mb=1536,
-    ),
+    # An alias budget may refuse a bomb before any key is read: file and line are enough there.
+    yaml_case("alias-bomb-4", SIZE, "a depth-4 alias bomb in engine.max_batch_size", bomb_in("max_batch_size", 4), None, memory_mb=1536),
+    yaml_case("alias-bomb-9", SIZE, "a depth-9 alias bomb (3.5 billion items)", bomb_in("max_batch_size", 9), None, memory_mb=1536),
+    yaml_case("alias-bomb-flags", SIZE, "a depth-6 alias bomb in engine.flags.fp16", bomb_in("flags", 6), None, memory_mb=1536),
+    Case("alias-bomb-build", SIZE, "a depth-6 alias bomb met by doit build", {BAD: bomb_in("max_batch_size", 6)}, BUILD, memory_mb=1536),
 ]
 
 CASES = SYNTAX_CASES + TYPE_CASES + NAME_CASES + SIZE_CASES
