@@ -82,7 +82,7 @@ def fake_bin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 # The folder a test file sits in is its tier; ``pytest -m "not e2e"`` is the inner loop.
-TIERS = ("unit", "integration", "e2e")
+TIERS = ("unit", "integration", "e2e", "faults")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

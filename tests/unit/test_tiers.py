@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 TESTS = Path(__file__).resolve().parents[1]
-TIERS = ("unit", "integration", "e2e")
+TIERS = ("unit", "integration", "e2e", "faults")
 # What starts a process: doit in a project copy, a server, or a plain subprocess.
 PROCESS_NAMES = {"run_doit", "doit_argv", "copy_project", "TritonServer", "subprocess", "Popen", "s3_server", "s3_env"}
 
