@@ -14,10 +14,11 @@ CACHED_STAGES = ("fetch:tiny", "export:tiny", "engine:tiny")
 
 
 def recorded_keys(project: Path) -> dict[str, str]:
-    """The action key each stage of ``tiny`` was built with (action.json beside its manifest)."""
+    """The action key each stage of ``tiny`` was built with (action.json beside its manifest; cpu's for target stages)."""
     keys = {}
     for stage in ("fetch", "export", "engine", "config", "repo"):
-        record = read_json(project / "build/tiny" / stage / "action.json")
+        folder = project / "build/tiny" / stage
+        record = read_json(folder / "action.json" if stage in {"fetch", "export"} else folder / "cpu/action.json")
         keys[f"{stage}:tiny"] = str(record["key"])
     return keys
 
