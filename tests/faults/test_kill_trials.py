@@ -31,8 +31,15 @@ COMMAND = ("build:tiny", "target=cpu")
 BUILT = re.compile(r"^(\w+):tiny: built in", re.MULTILINE)
 
 
+TARGETED = frozenset({"config", "engine", "repo"})  # stages whose outputs are kept per target
+
+
+def stage_dir(project: Path, stage: str) -> Path:
+    return project / "build/tiny" / stage / ("cpu" if stage in TARGETED else "")
+
+
 def manifest(project: Path, stage: str) -> Path:
-    return project / "build/tiny" / stage / "manifest.json"
+    return stage_dir(project, stage) / "manifest.json"
 
 
 def work_trees(project: Path) -> list[Path]:
@@ -58,9 +65,8 @@ def start(project: Path) -> subprocess.Popen[str]:
 
 
 def work_tree_seen(project: Path, stage: str) -> bool:
-    if stage == "repo":
-        return bool(list((project / "repos").glob(".tiny.tmp-*"))) if (project / "repos").exists() else False
-    return bool(list((project / "build/tiny").glob(f".{stage}.tmp-*"))) if (project / "build/tiny").exists() else False
+    folder = stage_dir(project, stage)
+    return folder.parent.exists() and bool(list(folder.parent.glob(f".{folder.name}.tmp-*")))
 
 
 def stage_started(project: Path, stage: str, previous: str | None) -> bool:

@@ -13,12 +13,12 @@ from tests.helpers import FAKES, TINY_YAML, copy_project, doit_env, read_json, r
 CACHED_STAGES = ("fetch:tiny", "export:tiny", "engine:tiny")
 
 
-def recorded_keys(project: Path) -> dict[str, str]:
-    """The action key each stage of ``tiny`` was built with (action.json beside its manifest; cpu's for target stages)."""
+def recorded_keys(project: Path, target: str = "cpu") -> dict[str, str]:
+    """The action key each stage of ``tiny`` was built with (action.json beside its manifest; per target where it matters)."""
     keys = {}
     for stage in ("fetch", "export", "engine", "config", "repo"):
         folder = project / "build/tiny" / stage
-        record = read_json(folder / "action.json" if stage in {"fetch", "export"} else folder / "cpu/action.json")
+        record = read_json(folder / "action.json" if stage in {"fetch", "export"} else folder / target / "action.json")
         keys[f"{stage}:tiny"] = str(record["key"])
     return keys
 
@@ -104,7 +104,7 @@ def test_a_cpu_machine_plans_a_gpu_builder_from_its_recorded_toolchain(tiny_bert
     cpu = copy_project(tmp_path / "cpu", {"tiny": (gpu / "models/tiny.yaml").read_text()})
     data = plan(cpu, store, "target=trt", "platform=l4", "toolchain_id=t1")
     planned = stages(data)
-    keys = recorded_keys(gpu)
+    keys = recorded_keys(gpu, "trt")
     assert planned["engine:tiny"] == ("cache", keys["engine:tiny"])
     assert data["plans"][0]["platform"] == "l4"
     assert data["matrix"] == {"include": []}

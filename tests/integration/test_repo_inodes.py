@@ -75,7 +75,7 @@ def test_appending_to_a_repository_file_leaves_source_and_build_alone(project: P
 
 def test_a_write_through_a_linked_artifact_is_undone_by_the_next_build(project: Path, source: Path) -> None:
     onnx = project / ONNX
-    engine_onnx = project / "build/tiny/engine/model.onnx"
+    engine_onnx = project / "build/tiny/engine/cpu/model.onnx"
     # The one inode repos/ shares is a build output, and no user but root may write to it.
     assert onnx.stat().st_ino == engine_onnx.stat().st_ino
     assert stat.S_IMODE(onnx.stat().st_mode) & 0o222 == 0

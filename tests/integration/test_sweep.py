@@ -144,5 +144,5 @@ def test_promote_is_explicit_and_points_the_engine_paths_at_repos_model(trt: tup
     own = (project / "repos" / chosen / "tensorrt_llm/config.pbtxt").read_text()
     assert str((project / "repos" / chosen).resolve()) in own
     engine = promoted / "tensorrt_llm/1/engine/rank0.engine"
-    assert engine.stat().st_ino == (project / "build" / chosen / "engine/engine/rank0.engine").stat().st_ino
+    assert engine.stat().st_ino == (project / "build" / chosen / "engine/trt/engine/rank0.engine").stat().st_ino
     assert run_doit(project, f"build:{M}", env=env).executed == set()  # a build never promotes
