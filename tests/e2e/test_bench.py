@@ -301,7 +301,7 @@ def test_llm_csv_has_genai_perf_metrics_from_streamed_tokens(tmp_path: Path) -> 
     assert [call[call.index("--concurrency") + 1] for call in calls] == ["1", "2"]
     assert all("--streaming" in call for call in calls)
     tokenizer = Path(calls[0][calls[0].index("--tokenizer") + 1])
-    assert tokenizer == (root / "repos/t5b/preprocessing/1/tokenizer").resolve()
+    assert tokenizer == (root / "build/t5b/repo/cpu/preprocessing/1/tokenizer").resolve()  # the benchmarked tree
     header, rows = read_csv(root / "results/t5b/cpu/t5b.csv")
     assert header == list(metrics.PA_COLUMNS + metrics.LLM_COLUMNS)
     assert [int(r["Concurrency"]) for r in rows] == [1, 2]
