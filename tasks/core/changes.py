@@ -30,14 +30,16 @@ _SHOWN_CHANGES = 5
 _SHOWN_CHARS = 200
 
 
-def since_last_good(source: Path | None, record: Any, params: Any) -> str:  # noqa: ANN401 - JSON values
+def since_last_good(source: Path | None, record: Any, params: Any, target: str) -> str:  # noqa: ANN401 - JSON values
     """``; <model file> changed since the last good build: <key>: <old> -> <new>``, for a failed stage's one line.
 
     ``record`` is the stage's action record (the params of its last good build on this target);
-    nothing is said when the stage never built or its model file is unknown.
+    nothing to compare with when the stage never built there, and nothing said when its model file is unknown.
     """
-    if source is None or not isinstance(record, dict) or "params" not in record:
+    if source is None:
         return ""
+    if not isinstance(record, dict) or "params" not in record:
+        return f"; {source}: no earlier good build of this stage on target {target} to compare with"
     changed = describe_changes(record["params"], params)
     if not changed:
         return f"; {source} is unchanged since the last good build"

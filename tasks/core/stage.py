@@ -232,7 +232,9 @@ def run_stage(stage: Stage) -> TaskFailed | None:
         _build(stage)
     except UserError as exc:
         record = fsops.read_json(stage.meta / manifest.RECORD)
-        return TaskFailed(f"{exc}{changes.since_last_good(stage.source, record, canonical(stage.params))}")
+        # On the first line, before a tool's log tail: the line a user (and CI's summary) reads first.
+        first, newline, rest = str(exc).partition("\n")
+        return TaskFailed(f"{first}{changes.since_last_good(stage.source, record, canonical(stage.params), stage.target)}{newline}{rest}")
     except Exception as exc:
         full = diskfull.disk_full(exc)
         if full is None:

@@ -46,11 +46,11 @@ TOOL_CASES = [
     Case(
         "trtexec-fails",
         TOOL,
-        "trtexec exits 1 after engine.opt_batch_size changed",
+        "trtexec exits 1 on the first trt build (nothing earlier to compare with)",
         {"models/tiny.yaml": CHANGED},
         ("build:tiny", "target=trt"),
         file="models/tiny.yaml",
-        key="engine.opt_batch_size",
+        key="no earlier good build of this stage on target trt",
         env={"FAKE_TRTEXEC_FAIL": "1"},
         fakes=True,
         allow_new=True,

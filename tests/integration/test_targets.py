@@ -115,4 +115,5 @@ def test_a_failing_tool_names_the_model_file_and_what_changed(project: Path) -> 
     lines = [line for line in output.splitlines() if "trtexec" in line and "changed since the last good build" in line]
     assert len(lines) == 1, output
     assert "models/tiny.yaml changed since the last good build: engine.max_batch_size: 8 -> 16" in lines[0]
+    assert lines[0].startswith("ERROR: engine:tiny: trtexec exited with status 1")  # named on the error's first line
     assert "Traceback" not in output
