@@ -113,4 +113,5 @@ class RepoWatch:
         except (urllib.error.URLError, OSError) as exc:
             log.error("serve: %s of %s failed (%s); the previous version stays served", action, name, exc)  # noqa: TRY400 - one line
             return
-        log.info("serve: %sed %s from %s in %.1f s", action, name, self.repo, time.monotonic() - started)
+        done = "reloaded" if action == "load" else "unloaded"
+        log.info("serve: %s %s from %s in %.1f s (changed by a build)", done, name, self.repo, time.monotonic() - started)

@@ -66,7 +66,7 @@ def test_swapped_repository_is_reloaded_without_failed_requests(tmp_path: Path, 
     assert counts["failed"] == 0
     assert during > 0
     assert config["max_batch_size"] == 4
-    assert [r.getMessage() for r in caplog.records if "loaded echo" in r.getMessage()]
+    assert [r.getMessage() for r in caplog.records if "reloaded echo" in r.getMessage()]
 
 
 def test_reload_off_says_the_served_models_are_outdated(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
