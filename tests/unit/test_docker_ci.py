@@ -74,8 +74,11 @@ def test_nightly_runs_the_cpu_suite_and_plans_gpu_jobs_from_the_cache() -> None:
     assert flow["on"]["schedule"][0]["cron"]
     assert "workflow_dispatch" in flow["on"]
     jobs = flow["jobs"]
-    assert set(jobs) == {"cpu", "conformance", "plan", "gpu", "vlm"}
+    assert set(jobs) == {"cpu", "faults", "conformance", "plan", "gpu", "vlm"}
     assert jobs["cpu"]["timeout-minutes"] <= 90
+    assert "FAULT_TRIALS" not in jobs["cpu"].get("env", {})  # .ci/run's 12 trials keep the cpu job inside its limit
+    assert int(jobs["faults"]["env"]["FAULT_TRIALS"]) > 12
+    assert "tests/faults/test_kill_trials.py" in jobs["faults"]["steps"][-1]["run"]
     assert any(step.get("run") == "bash .ci/run" for step in jobs["cpu"]["steps"])
     plan = jobs["plan"]
     assert not any("self-hosted" in str(label) for label in [plan["runs-on"]])  # planning needs no GPU
