@@ -39,7 +39,8 @@ def since_last_good(source: Path | None, record: Any, params: Any, target: str) 
     if source is None:
         return ""
     if not isinstance(record, dict) or "params" not in record:
-        return f"; {source}: no earlier good build of this stage on target {target} to compare with"
+        # Only a target's own stages (the tools) say so: an input error needs no history.
+        return f"; {source}: first build on target {target}" if target != "any" else ""
     changed = describe_changes(record["params"], params)
     if not changed:
         return f"; {source} is unchanged since the last good build"
