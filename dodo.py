@@ -26,12 +26,11 @@ from typing import Any
 
 from doit import get_var
 
-from tasks.commands import plan, platforms, promote, publish, pull, serve
-from tasks.commands.conformance import kit as conformance
+from tasks.commands import conformance, plan, platforms, promote, publish, pull, serve
 from tasks.console import logs
 from tasks.console.reporter import Reporter
 from tasks.core import cache, hashing, interrupts, lock
-from tasks.stages import graph, kinds
+from tasks.stages import graph, snapshot
 from tasks.tools import toolchain
 from tasks.triton import runs
 
@@ -57,7 +56,16 @@ if MUTATES:
     graph.remove_stale_work_trees()  # under the lock: no other build of this project is writing them
 
 TARGET = toolchain.resolve_target(get_var("target", "auto"))
-GRAPH = kinds.build_graph(TARGET)
+
+
+def load_models() -> graph.Graph:
+    from tasks.stages import kinds  # noqa: PLC0415 - only when the snapshot is outdated: it imports every stage module
+
+    return kinds.build_graph(TARGET)
+
+
+# Reused from build/.cache/graph/ while no model file, checkpoint config, package or code changed.
+GRAPH = snapshot.cached(TARGET, cache.current().variables(), load_models)
 logging.getLogger("tasks").info("target: %s", TARGET)
 
 
@@ -108,7 +116,7 @@ def task_compare() -> Iterator[dict[str, Any]]:
 
 def task_build() -> Iterator[dict[str, Any]]:
     """All stages of a model; plain ``doit build`` builds every model."""
-    yield from kinds.build_groups(GRAPH)
+    yield from graph.build_groups(GRAPH)
 
 
 def task_serve() -> Iterator[dict[str, Any]]:

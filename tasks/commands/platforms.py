@@ -21,8 +21,7 @@ from doit.exceptions import TaskFailed
 from tasks.core import cache
 from tasks.core.errors import UserError
 from tasks.core.store import Store, StoreError
-from tasks.stages import bench, convert, engine, export
-from tasks.tools import toolchain, trtexec, trtllm
+from tasks.tools import toolchain
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +29,6 @@ _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 # Which pinned image (docker/run.sh --image) builds a model of each kind.
 IMAGE_OF_KIND = {"llm": "trtllm"}
 DEFAULT_IMAGE = "plan"
-_DISTS = tuple(sorted({*export.TOOLCHAIN, *convert.TOOLCHAIN, *engine.CPU_TOOLCHAIN, *bench.CPU_TOOLCHAIN}))
 
 Record = dict[str, Any]
 
@@ -52,7 +50,12 @@ def record_key(platform: str, toolchain_id: str, image: str) -> str:
 
 def live_record() -> Record:
     """The toolchain of this machine as the graph puts it into stage params (a tool that is absent is left out)."""
-    found: Record = {"packages": toolchain.package_versions(*_DISTS)}
+    # Imported here: every doit invocation imports this module, few record a platform.
+    from tasks.stages import bench, convert, engine, export  # noqa: PLC0415
+    from tasks.tools import trtexec, trtllm  # noqa: PLC0415
+
+    dists = sorted({*export.TOOLCHAIN, *convert.TOOLCHAIN, *engine.CPU_TOOLCHAIN, *bench.CPU_TOOLCHAIN})
+    found: Record = {"packages": toolchain.package_versions(*dists)}
     if toolchain.find_trtexec() is not None:
         found["engine"] = trtexec.trt_fingerprint()
     if toolchain.find_trtllm_build() is not None:

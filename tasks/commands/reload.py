@@ -13,8 +13,6 @@ import contextlib
 import logging
 import os
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 from tasks.core import hashing
@@ -66,6 +64,8 @@ def _is_ensemble(repo: Path, name: str) -> bool:
 
 
 def _post(url: str) -> None:
+    import urllib.request  # noqa: PLC0415 - http.client and ssl cost every doit invocation otherwise
+
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     request = urllib.request.Request(url, data=b"", method="POST")  # noqa: S310 - http to our own server
     with opener.open(request, timeout=_LOAD_TIMEOUT_S):
@@ -110,7 +110,7 @@ class RepoWatch:
         started = time.monotonic()
         try:
             _post(f"http://{http_url}/v2/repository/models/{name}/{action}")
-        except (urllib.error.URLError, OSError) as exc:
+        except OSError as exc:  # URLError is one
             log.error("serve: %s of %s failed (%s); the previous version stays served", action, name, exc)  # noqa: TRY400 - one line
             return
         done = "reloaded" if action == "load" else "unloaded"

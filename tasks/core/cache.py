@@ -54,6 +54,10 @@ class Settings:
     def reads(self) -> bool:
         return self.url is not None and self.mode in {"ro", "rw"}
 
+    def variables(self) -> dict[str, str]:
+        """The settings as text (part of the graph snapshot's key: stages record whether they are shared)."""
+        return {"cache": self.url or "", "cache_mode": self.mode, "cache_fetch": str(self.fetch)}
+
     @property
     def writes(self) -> bool:
         return self.url is not None and self.mode == "rw"

@@ -205,10 +205,18 @@ def json_text(data: Any) -> str:  # noqa: ANN401 - any JSON value
 
 def write_json_atomic(path: Path, data: Any) -> None:  # noqa: ANN401 - any JSON value
     """Write JSON through a temp file and rename, with stable key order."""
+    write_atomic(path, json_text(data).encode())
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write through a temp file and rename: a reader sees the old file or the new one, never half of one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}{_TMP_MARK}{os.getpid()}")
-    tmp.write_text(json_text(data), encoding="utf-8")
-    tmp.replace(path)
+    try:
+        tmp.write_bytes(data)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def read_lines(path: Path) -> list[str]:

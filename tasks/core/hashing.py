@@ -33,6 +33,7 @@ class StatCache:
         self._db_path = db_path
         self._conn: sqlite3.Connection | None = None
         self._memo: dict[tuple[int, int, int, int], str] = {}
+        self._preloaded = False
 
     def _db(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -52,13 +53,15 @@ class StatCache:
         key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
         if key in self._memo:
             return self._memo[key]
-        row = self._db().execute("SELECT sha256 FROM digests WHERE dev=? AND ino=? AND size=? AND mtime_ns=?", key).fetchone()
-        if row is None:
-            value = sha256_file(path)
-            log.debug("hashed %s (%d bytes)", path, st.st_size)
-            self._store(key, value)
-        else:
-            value = str(row[0])
+        if not self._preloaded:
+            # One query for the whole table: a no-op checks thousands of files, one SELECT each cost more than doit itself.
+            self._preloaded = True
+            self._memo.update(((d, i, s, m), str(v)) for d, i, s, m, v in self._db().execute("SELECT * FROM digests"))
+            if key in self._memo:
+                return self._memo[key]
+        value = sha256_file(path)
+        log.debug("hashed %s (%d bytes)", path, st.st_size)
+        self._store(key, value)
         self._memo[key] = value
         return value
 

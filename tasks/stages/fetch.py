@@ -26,7 +26,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from tasks.core import cache, fsops, hashing
+from tasks.core import cache, fsops, hashing, observe
 from tasks.core.errors import UserError, YamlError
 from tasks.core.stage import Stage, StageContext
 from tasks.families import weights
@@ -160,6 +160,7 @@ def resolve_revision(repo_id: str, revision: str) -> str | None:
     if SHA_RE.fullmatch(revision):
         return revision
     if not constants.HF_HUB_OFFLINE and not _HUB["unreachable"]:
+        observe.volatile(f"the Hub for {repo_id}@{revision}")
         try:
             sha = HfApi().model_info(repo_id, revision=revision, timeout=10).sha
         except Exception as exc:  # noqa: BLE001 - any network/Hub failure: fall back to the cache

@@ -128,3 +128,32 @@ def remove_stale_work_trees() -> None:
         fsops.remove_stale_tmp_in(model)
         for folder in sorted(p for p in model.iterdir() if p.is_dir() and not p.name.startswith(".")):
             fsops.remove_stale_tmp_in(folder)
+
+
+def _last_stages(graph: Graph, spec: ModelSpec) -> list[str]:
+    if not spec.variants:
+        return [graph.last_stage(spec.name).task_name]
+    names = [graph.last_stage(v.variant).task_name for v in spec.variants]
+    compared = graph.find("compare", spec.name)
+    return names + ([compared.task_name] if compared else [])
+
+
+def build_groups(graph: Graph) -> Iterator[dict[str, Any]]:
+    """``build:<model>``: every stage of one model and of all its variants (``doit build`` runs all models).
+
+    Each variant of a sweep also gets its own ``build:<model>@...``.
+    """
+    for spec in graph.specs:
+        yield {
+            "name": spec.name,
+            "doc": f"all stages of {spec.name} ({spec.file})" + (f", {len(spec.variants)} variants" if spec.variants else ""),
+            "actions": None,
+            "task_dep": _last_stages(graph, spec),
+        }
+        for variant in spec.variants:
+            yield {
+                "name": variant.variant,
+                "doc": f"all stages of one variant of {spec.name}",
+                "actions": None,
+                "task_dep": [graph.last_stage(variant.variant).task_name],
+            }

@@ -5,12 +5,12 @@ Each stage's params, action and doc are in its own module; this module only says
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from tasks.core.stage import Stage
-from tasks.spec.modelspec import ModelSpec, Where
+from tasks.spec.modelspec import Where
 from tasks.spec.schema import find_member, load_models
 from tasks.spec.sources import corpus_file
 from tasks.stages import bench, compare, config, convert, engine, engine_llm, export, fetch, index, repo
@@ -73,32 +73,3 @@ def build_graph(target: toolchain.Target, models_dir: Path = MODELS) -> Graph:
         if spec.variants and "compare" in spec.blocks:
             compare.stage(graph, spec)
     return graph
-
-
-def _last_stages(graph: Graph, spec: ModelSpec) -> list[str]:
-    if not spec.variants:
-        return [graph.last_stage(spec.name).task_name]
-    names = [graph.last_stage(v.variant).task_name for v in spec.variants]
-    compared = graph.find("compare", spec.name)
-    return names + ([compared.task_name] if compared else [])
-
-
-def build_groups(graph: Graph) -> Iterator[dict[str, Any]]:
-    """``build:<model>``: every stage of one model and of all its variants (``doit build`` runs all models).
-
-    Each variant of a sweep also gets its own ``build:<model>@...``.
-    """
-    for spec in graph.specs:
-        yield {
-            "name": spec.name,
-            "doc": f"all stages of {spec.name} ({spec.file})" + (f", {len(spec.variants)} variants" if spec.variants else ""),
-            "actions": None,
-            "task_dep": _last_stages(graph, spec),
-        }
-        for variant in spec.variants:
-            yield {
-                "name": variant.variant,
-                "doc": f"all stages of one variant of {spec.name}",
-                "actions": None,
-                "task_dep": [graph.last_stage(variant.variant).task_name],
-            }

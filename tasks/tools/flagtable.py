@@ -24,7 +24,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from tasks.core import fsops
+from tasks.core import fsops, observe
 from tasks.core.errors import UserError, shown
 
 log = logging.getLogger(__name__)
@@ -158,6 +158,7 @@ def load_table(tool: str, product: str, version: str) -> FlagTable:
 
 def help_entry(binary: Path, cache_file: Path, read: Callable[[Path], dict[str, Any]]) -> dict[str, Any]:
     """What ``read`` makes of ``binary --help``; run once per binary path, size and mtime."""
+    observe.note(binary)  # a replaced binary changes a graph snapshot's inputs: the cache file below is not one
     st = binary.stat()
     key = f"{binary}|{st.st_size}|{st.st_mtime_ns}"
     cached = fsops.read_json(cache_file)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
+from tasks.core import fsops, observe
 from tasks.core.errors import UserError, shown
 
 log = logging.getLogger(__name__)
@@ -34,20 +35,30 @@ class Target:
         return f"{self.name} ({self.reason})"
 
 
-def find_trtexec() -> Path | None:
-    found = shutil.which("trtexec")
+def which(name: str) -> Path | None:
+    """``shutil.which``, with the folders searched recorded: a tool installed later must change a graph snapshot."""
+    observe.note(*(d for d in os.environ.get("PATH", os.defpath).split(os.pathsep) if d))
+    found = shutil.which(name)
     if found:
-        return Path(found)
+        observe.note(found)
+    return Path(found) if found else None
+
+
+def find_trtexec() -> Path | None:
+    found = which("trtexec")
+    if found:
+        return found
+    observe.note(*_TRTEXEC_DIRS)
     for folder in _TRTEXEC_DIRS:
         candidate = Path(folder) / "trtexec"
         if candidate.is_file():
+            observe.note(candidate)
             return candidate
     return None
 
 
 def find_trtllm_build() -> Path | None:
-    found = shutil.which("trtllm-build")
-    return Path(found) if found else None
+    return which("trtllm-build")
 
 
 def resolve_target(requested: str) -> Target:
@@ -62,7 +73,9 @@ def resolve_target(requested: str) -> Target:
     return Target("cpu", "auto: no trtexec or trtllm-build found")
 
 
+@cache
 def package_version(dist: str) -> str:
+    """Installed version of ``dist``; read once per process (parsing METADATA costs ms, and every model asks)."""
     try:
         return importlib.metadata.version(dist)
     except importlib.metadata.PackageNotFoundError:
@@ -73,13 +86,42 @@ def package_versions(*dists: str) -> dict[str, str]:
     return {dist: package_version(dist) for dist in dists}
 
 
+# The NVIDIA driver's view of the machine, without running anything: its version and each GPU's model.
+_DRIVER = Path("/proc/driver/nvidia")
+GPU_CACHE = Path("build/.cache/gpu.json")
+
+
+def driver_fingerprint(root: Path = _DRIVER) -> str:
+    """Driver version and every GPU's ``information`` file: what changes when the GPU or driver does."""
+    try:
+        parts = [(root / "version").read_text(encoding="utf-8", errors="replace")]
+        parts += [p.read_text(encoding="utf-8", errors="replace") for p in sorted(root.glob("gpus/*/information"))]
+    except OSError:
+        return "none"
+    return "\n".join(parts)
+
+
 @cache
 def gpu() -> dict[str, str]:
-    """Name and compute capability of GPU 0 from nvidia-smi; engines are built for exactly these."""
-    smi = shutil.which("nvidia-smi")
+    """Name and compute capability of GPU 0 from nvidia-smi; engines are built for exactly these.
+
+    nvidia-smi takes a noticeable part of a second: its answer is kept per driver fingerprint.
+    """
+    fingerprint = driver_fingerprint()
+    saved = fsops.read_json(GPU_CACHE) if fingerprint != "none" else None
+    if isinstance(saved, dict) and saved.get("fingerprint") == fingerprint and isinstance(saved.get("gpu"), dict):
+        return {str(k): str(v) for k, v in saved["gpu"].items()}
+    found = _query_gpu()
+    if fingerprint != "none" and "unknown" not in found.values():
+        fsops.write_json_atomic(GPU_CACHE, {"fingerprint": fingerprint, "gpu": found})
+    return found
+
+
+def _query_gpu() -> dict[str, str]:
+    smi = which("nvidia-smi")
     if smi is None:
         return {"gpu": "none", "compute_capability": "none"}
-    argv = [smi, "--query-gpu=name,compute_cap", "--format=csv,noheader"]
+    argv = [str(smi), "--query-gpu=name,compute_cap", "--format=csv,noheader"]
     try:
         out = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=True).stdout
     except (OSError, subprocess.SubprocessError) as exc:
@@ -100,10 +142,10 @@ def container() -> dict[str, str]:
 
 def gpu_count() -> int | None:
     """GPUs nvidia-smi lists, or None when it is missing or fails (no check then)."""
-    smi = shutil.which("nvidia-smi")
+    smi = which("nvidia-smi")
     if smi is None:
         return None
-    argv = [smi, "--query-gpu=index", "--format=csv,noheader"]
+    argv = [str(smi), "--query-gpu=index", "--format=csv,noheader"]
     try:
         out = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=True).stdout
     except (OSError, subprocess.SubprocessError) as exc:

@@ -15,5 +15,9 @@ def test_a_real_run_ends_with_the_summary_and_keeps_plain_lines_in_logs(tiny_ber
     assert "summary: 5 ran, 0 up to date, 0 failed in " in first.stdout
     again = run_doit(root, "build:tiny", "target=cpu")
     assert "summary: 0 ran, 5 up to date, 0 failed in " in again.stdout
-    rows = {line.split()[0]: line.split()[1] for line in again.stdout.splitlines() if line.startswith("  ") and ":tiny" in line}
+    # A no-op is quiet: no "-- task" line, no row per task.
+    assert [line for line in again.stdout.splitlines() if line.startswith(("-- ", "  "))] == []
+    debug = run_doit(root, "build:tiny", "target=cpu", "log=debug")
+    assert "-- export:tiny" in debug.stdout.splitlines()
+    rows = {line.split()[0]: line.split()[1] for line in debug.stdout.splitlines() if line.startswith("  ") and ":tiny" in line}
     assert rows == dict.fromkeys(("fetch:tiny", "export:tiny", "engine:tiny", "config:tiny", "repo:tiny"), "up")

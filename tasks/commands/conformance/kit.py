@@ -38,16 +38,6 @@ class Options:
     results: Path = RESULTS
 
 
-def task(target: str, models: str, examples: str | None) -> dict[str, Any]:
-    """The doit task: always runs (it measures the toolchain, not files)."""
-    return {
-        "actions": [(action, [target, models, examples])],
-        "uptodate": [False],
-        "verbosity": 2,
-        "doc": "tiny T5, GPT-2, Llama, Gemma, BERT, CLIP built on trt and cpu, answers compared -> results/conformance/",
-    }
-
-
 def action(target: str, models: str, examples: str | None) -> TaskFailed | None:
     if target != "trt":
         return TaskFailed(f"conformance: compares target trt with cpu: run it with target=trt inside the GPU image (target is {target})")
