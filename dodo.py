@@ -30,7 +30,7 @@ from tasks.commands import conformance, plan, platforms, promote, publish, pull,
 from tasks.console import logs
 from tasks.console.reporter import Reporter
 from tasks.core import cache, hashing, interrupts, lock
-from tasks.stages import graph, snapshot
+from tasks.stages import graph, selection, snapshot
 from tasks.tools import toolchain
 from tasks.triton import runs
 
@@ -56,16 +56,19 @@ if MUTATES:
     graph.remove_stale_work_trees()  # under the lock: no other build of this project is writing them
 
 TARGET = toolchain.resolve_target(get_var("target", "auto"))
+# doit build:m (info engine:m, serve:m ...) loads m and its ensemble's members; list, plan and build load every model.
+MODEL_TASKS = frozenset({*graph.STAGE_ORDER, "build", "serve", "promote", "publish", "pull"})
+ONLY = selection.named_models(sys.argv[1:], MODEL_TASKS)
 
 
 def load_models() -> graph.Graph:
     from tasks.stages import kinds  # noqa: PLC0415 - only when the snapshot is outdated: it imports every stage module
 
-    return kinds.build_graph(TARGET)
+    return kinds.build_graph(TARGET, only=ONLY)
 
 
 # Reused from build/.cache/graph/ while no model file, checkpoint config, package or code changed.
-GRAPH = snapshot.cached(TARGET, cache.current().variables(), load_models)
+GRAPH = snapshot.cached(TARGET, cache.current().variables() | {"models": ",".join(sorted(ONLY or ["*"]))}, load_models)
 logging.getLogger("tasks").info("target: %s", TARGET)
 
 

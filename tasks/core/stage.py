@@ -78,6 +78,11 @@ class Stage:
     cached: bool = False
     # The running machine's toolchain, compared with params["toolchain"] before an upload (trt stages).
     fingerprint: Callable[[], Mapping[str, Any]] | None = None
+    # The params as saved and compared, made once with the graph (a reused graph snapshot keeps them).
+    saved_params: Any = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "saved_params", canonical(self.params))
 
     @property
     def task_name(self) -> str:
@@ -118,7 +123,7 @@ class ParamsCheck:
 
     def __init__(self, stage: Stage) -> None:
         self.stage = stage
-        self.params = canonical(stage.params)
+        self.params = stage.saved_params
         self.changes: list[str] = []
 
     def __call__(self, task: Any, values: dict[str, Any]) -> bool:  # noqa: ANN401 - doit Task
@@ -207,7 +212,7 @@ def input_digests(stage: Stage) -> dict[str, str]:
 
 def action_key(stage: Stage, inputs: Mapping[str, str]) -> str:
     """Bazel-style key: params plus the content digest of every input file."""
-    blob = json.dumps({"params": canonical(stage.params), "inputs": dict(inputs)}, sort_keys=True)
+    blob = json.dumps({"params": stage.saved_params, "inputs": dict(inputs)}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
@@ -234,7 +239,7 @@ def run_stage(stage: Stage) -> TaskFailed | None:
         record = fsops.read_json(stage.meta / manifest.RECORD)
         # On the first line, before a tool's log tail: the line a user (and CI's summary) reads first.
         first, newline, rest = str(exc).partition("\n")
-        return TaskFailed(f"{first}{changes.since_last_good(stage.source, record, canonical(stage.params), stage.target)}{newline}{rest}")
+        return TaskFailed(f"{first}{changes.since_last_good(stage.source, record, stage.saved_params, stage.target)}{newline}{rest}")
     except Exception as exc:
         full = diskfull.disk_full(exc)
         if full is None:
@@ -347,7 +352,7 @@ def _publish(stage: Stage, ctx: StageContext, facts: dict[str, Any]) -> None:
     content = manifest.Manifest(stage.name, stage.model, stage.target, files, dirs).to_json()
     record = {
         "task": stage.task_name,
-        "params": canonical(stage.params),
+        "params": stage.saved_params,
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         **facts,
         **ctx.record,

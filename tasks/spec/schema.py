@@ -169,9 +169,20 @@ def model_files(folder: Path) -> list[Path]:
     return files
 
 
-def load_models(folder: Path) -> list[ModelSpec]:
-    """All model files of ``folder`` (see ``model_files``)."""
-    specs = [load_model(p, p.as_posix()) for p in model_files(folder)]
+def load_models(folder: Path, only: frozenset[str] | None = None) -> list[ModelSpec]:
+    """All model files of ``folder`` (see ``model_files``), or those ``only`` names and the members of its ensembles.
+
+    Every file name is still checked: two files for one model are an error whichever is asked for.
+    """
+    files = {p.stem: p for p in model_files(folder)}
+    wanted = set(files) if only is None else {name for name in only if name in files}
+    loaded: dict[str, ModelSpec] = {}
+    while pending := sorted(wanted - set(loaded)):
+        for name in pending:
+            loaded[name] = load_model(files[name], files[name].as_posix())
+            members = (sweep.base_name(m) for m in loaded[name].block("members").values() if m is not None)
+            wanted |= {m for m in members if m in files}
+    specs = [loaded[name] for name in files if name in loaded]
     check_members(specs)
     return specs
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from tasks.core import fsops
-from tasks.core.stage import Action, Stage, canonical, to_task
+from tasks.core.stage import Action, Stage, to_task
 from tasks.spec.modelspec import ModelSpec
 from tasks.tools import toolchain
 
@@ -54,7 +54,7 @@ class Graph:
         if known is None:
             self.stages.setdefault(stage.name, []).append(stage)
             return stage
-        if canonical(known.params) != canonical(stage.params) or known.deps != stage.deps:
+        if known.saved_params != stage.saved_params or known.deps != stage.deps:
             raise RuntimeError(f"{stage.task_name}: variants sharing this stage disagree on its params or inputs")
         return known
 

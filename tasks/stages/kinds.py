@@ -64,8 +64,9 @@ def ensemble_stages(model: ModelGraph) -> None:
 BUILDERS: dict[str, Callable[[ModelGraph], None]] = {"encoder": encoder_stages, "llm": llm_stages, "ensemble": ensemble_stages}
 
 
-def build_graph(target: toolchain.Target, models_dir: Path = MODELS) -> Graph:
-    graph = Graph(target, load_models(models_dir))
+def build_graph(target: toolchain.Target, models_dir: Path = MODELS, only: frozenset[str] | None = None) -> Graph:
+    """Every model's stages, or those of the models ``only`` names (and their ensembles' members)."""
+    graph = Graph(target, load_models(models_dir, only))
     # Ensembles last: they depend on their members' stages.
     for spec in sorted(graph.specs, key=lambda s: s.kind == "ensemble"):
         for variant in spec.variants or (spec,):

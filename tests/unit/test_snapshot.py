@@ -338,3 +338,13 @@ def test_touched_inputs_cost_a_hash_each_then_nothing(project: Path, monkeypatch
     assert described(reload(loads)) == described(first)
     assert hashed == []  # the new stats were kept: the next run hashes nothing
     assert loads.count == 1
+
+
+@pytest.mark.usefixtures("shipped")
+def test_a_graph_of_named_models_has_their_stages_exactly_as_the_whole_graph() -> None:
+    whole = described(kinds.build_graph(CPU))["stages"]
+    part = described(kinds.build_graph(CPU, only=frozenset({"vlm", "tiny"})))["stages"]
+    models = {s["task"]["name"] for stages in part.values() for s in stages}
+    assert models == {"vlm", "clip-vision", "minilm", "tiny"}
+    for name, stages in part.items():
+        assert stages == [s for s in whole[name] if s["task"]["name"] in models]
