@@ -7,12 +7,14 @@ one tensor's worth of memory.  Throughput and peak memory go into ``action.json`
 
 from __future__ import annotations
 
+import importlib
 import logging
 import resource
 import time
 from pathlib import Path
 
-from tasks.console import progress
+from tasks.console import logs, progress
+from tasks.core import worker
 from tasks.core.stage import Stage, StageContext
 from tasks.families import converters
 from tasks.stages.graph import ModelGraph
@@ -30,8 +32,8 @@ _MB = 1e6
 def reset_peak_rss() -> bool:
     """Restart the kernel's peak-RSS counter of this process (Linux: ``5`` > clear_refs); False if unsupported.
 
-    The stage runs inside doit's long-lived process, whose lifetime peak says nothing
-    about this stage; after the reset ``VmHWM`` is this stage's own peak.
+    The worker process has already imported torch and the converter by then; after the reset
+    ``VmHWM`` is the conversion's own peak (the resident imports included).
     """
     try:
         _CLEAR_REFS.write_text("5", encoding="ascii")
@@ -52,7 +54,8 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / _MB
 
 
-def action(ctx: StageContext) -> None:
+def build(ctx: StageContext) -> None:
+    """The conversion itself; it runs in a worker process (``action``), so torch and the peak leave with it."""
     where = ctx.stage.task_name
     settings = converters.Settings.from_params(ctx.params["convert"], where)
     family = str(ctx.params["family"])
@@ -87,6 +90,10 @@ def action(ctx: StageContext) -> None:
     )
 
 
+def action(ctx: StageContext) -> None:
+    worker.run(ctx, __name__)
+
+
 def stage(model: ModelGraph, fetched: Stage) -> Stage:
     """``convert:<m>`` reads the convert block, the family and the converting packages' versions."""
     spec = model.spec
@@ -97,3 +104,8 @@ def stage(model: ModelGraph, fetched: Stage) -> Stage:
         "code": CODE_VERSION,
     }
     return model.stage("convert", params, action, f"TRT-LLM checkpoint of {spec.name}", deps={"hf": fetched}, cached=True)
+
+
+if __name__ == "__main__":  # the worker process of ``action``
+    # Run as __main__, this file's loggers sit outside "tasks": serve the module loaded under its own name.
+    worker.serve(importlib.import_module("tasks.stages.convert").build, logs.configure)

@@ -10,6 +10,7 @@ there (early cut-off).
 
 from __future__ import annotations
 
+import importlib
 import logging
 import re
 import shutil
@@ -19,8 +20,8 @@ from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
-from tasks.console import progress
-from tasks.core import diskfull, fsops, interrupts
+from tasks.console import logs, progress
+from tasks.core import diskfull, fsops, interrupts, worker
 from tasks.core.errors import UserError
 from tasks.core.stage import Stage, StageContext
 from tasks.families import encoders
@@ -146,6 +147,7 @@ def build_trt(ctx: StageContext) -> None:
 
 
 def build_cpu(ctx: StageContext) -> None:
+    """The cpu engine: onnxruntime's offline optimisation; it runs in a worker process (``action``), where its peak ends with it."""
     interrupts.import_held("onnxruntime")  # heavy; only this action needs it
     import onnxruntime as ort  # noqa: PLC0415
 
@@ -177,7 +179,7 @@ def action(ctx: StageContext) -> None:
     if ctx.params["target"] == "trt":
         build_trt(ctx)
     else:
-        build_cpu(ctx)
+        worker.run(ctx, __name__)
 
 
 def tools_of(target: str) -> dict[str, str]:
@@ -197,3 +199,8 @@ def stage(model: ModelGraph, exported: Stage) -> Stage:
         "engine", params, action, f"{target} engine of {stage_owner(spec, 'engine')}", deps={"onnx": exported}, target=target,
         files=[rel(calibration)] if calibration else [], cached=True, fingerprint=trtexec.trt_fingerprint if target == "trt" else None,
     )  # fmt: skip
+
+
+if __name__ == "__main__":  # the worker process of ``action``
+    # Run as __main__, this file's loggers sit outside "tasks": serve the module loaded under its own name.
+    worker.serve(importlib.import_module("tasks.stages.engine").build_cpu, logs.configure)

@@ -8,13 +8,14 @@ The signature is written beside the model (``signature.json``) for the engine st
 
 from __future__ import annotations
 
+import importlib
 import logging
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tasks.console import logs
-from tasks.core import diskfull, fsops, interrupts
+from tasks.core import diskfull, fsops, interrupts, worker
 from tasks.core.errors import UserError
 from tasks.core.stage import Stage, StageContext
 from tasks.families import checkpoint, encoders
@@ -114,7 +115,8 @@ def _run(ctx: StageContext, family: encoders.Family, settings: Mapping[str, Any]
     return compare(module, out, signature, [family.samples(signature, config, seed) for seed in (1, 2)], ctx.stage.task_name)
 
 
-def action(ctx: StageContext) -> None:
+def build(ctx: StageContext) -> None:
+    """The export itself; it runs in a worker process (``action``), where torch's peak ends with it."""
     settings = ctx.params["export"]
     family = encoders.family(ctx.params["family"])
     log_path = ctx.log_path("export")
@@ -128,6 +130,10 @@ def action(ctx: StageContext) -> None:
         raise UserError(ctx.stage.task_name, f"ONNX output differs from PyTorch by {diff:.2e} (> {TOLERANCE:g})")
 
 
+def action(ctx: StageContext) -> None:
+    worker.run(ctx, __name__)
+
+
 def stage(model: ModelGraph, fetched: Stage) -> Stage:
     """``export:<m>`` reads the export block, the family and the exporting packages' versions."""
     spec = model.spec
@@ -138,3 +144,8 @@ def stage(model: ModelGraph, fetched: Stage) -> Stage:
         "code": CODE_VERSION,
     }
     return model.stage("export", params, action, f"ONNX export of {spec.name}", deps={"hf": fetched}, cached=True)
+
+
+if __name__ == "__main__":  # the worker process of ``action``
+    # Run as __main__, this file's loggers sit outside "tasks": serve the module loaded under its own name.
+    worker.serve(importlib.import_module("tasks.stages.export").build, logs.configure)
