@@ -207,7 +207,9 @@ def build(project: Path, cache: Path, models: list[str]) -> None:
     if len(models) > 1:
         run(doit("-n", "2", "fetch", "target=cpu"), project)
         seed_exports(project, cache)
-        run(doit("-n", "2", "build", "target=cpu", *cached), project)
+        # Serial: parallel restores race on each other's staging folders (build/<m>/..export.tmp-*) in the cache's
+        # scan for local blobs, and one of them fails with FileNotFoundError.
+        run(doit("build", "target=cpu", *cached), project)
 
 
 def prepare(n: int, args: argparse.Namespace, base: Path, checkpoint: Path) -> tuple[Path, Path, str]:
@@ -217,7 +219,7 @@ def prepare(n: int, args: argparse.Namespace, base: Path, checkpoint: Path) -> t
     models = sorted(model_files(n, checkpoint))
     if args.reuse and (folder / BUILT).is_file():
         copy_code(args.project, project)
-        run(doit("-n", "2", "build", "target=cpu", f"cache={base / 'cache'}", "cache_mode=rw"), project)
+        run(doit("build", "target=cpu", f"cache={base / 'cache'}", "cache_mode=rw"), project)
         shutil.rmtree(bare)
     else:
         if folder.exists():
