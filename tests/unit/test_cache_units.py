@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tasks.core import cache, hashing, manifest
+from tasks.core import cache, fsops, hashing, manifest
 from tasks.core.errors import UserError
 from tasks.core.stage import Stage, StageContext, _build, action_key, input_digests
 from tasks.core.store import Store
@@ -142,3 +145,24 @@ def test_settings_variables_win_over_environment_and_default_to_read_only() -> N
     assert cache.settings_from({}, {}) == cache.Settings(None, "off")
     with pytest.raises(UserError, match="cache_mode"):
         cache.settings_from({"cache_mode": "write"}, env)
+
+
+def test_local_blob_scan_skips_work_trees_and_folders_removed_while_it_looks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    out = Path("build/m/export")
+    out.mkdir(parents=True)
+    (out / "model.onnx").write_bytes(b"onnx")
+    files, dirs = manifest.scan(out)
+    fsops.write_json_atomic(out / manifest.MANIFEST, manifest.Manifest("export", "m", "cpu", files, dirs).to_json())
+    work = Path("build/m/.export.tmp-999999")  # another build's work tree, removed at any moment
+    work.mkdir()
+    real_scandir = os.scandir
+
+    def vanishing(path: Any) -> Any:
+        if isinstance(path, str | os.PathLike) and Path(path) == work and work.exists():
+            shutil.rmtree(work)  # gone between the listing of build/m and a look inside
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", vanishing)
+    found = cache._local_blobs()
+    assert found == {hashlib.sha256(b"onnx").hexdigest(): out / "model.onnx"}
