@@ -34,7 +34,13 @@ class DoitRun:
 
     @property
     def up_to_date(self) -> set[str]:
-        return {line[3:].strip() for line in self.stdout.splitlines() if line.startswith("-- ")}
+        """Tasks found up to date: the summary's per-model lines (``  m  up to date  fetch, export``), or doit's ``-- task`` (log=debug)."""
+        found = {line[3:].strip() for line in self.stdout.splitlines() if line.startswith("-- ")}
+        for line in self.stdout.splitlines():
+            model, sep, stages = line.strip().partition("  up to date  ")
+            if line.startswith("  ") and sep and ":" not in model:
+                found |= {f"{stage}:{model.strip()}" for stage in stages.split(", ")}
+        return found
 
 
 def copy_project(dest: Path, models: dict[str, str] | None = None) -> Path:

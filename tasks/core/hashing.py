@@ -47,9 +47,9 @@ class StatCache:
             self._conn = conn
         return self._conn
 
-    def digest(self, path: Path, st: os.stat_result | None = None) -> str:
+    def digest(self, path: Path | str, st: os.stat_result | None = None) -> str:
         """Return the sha256 of ``path``, hashing it only if its stat changed."""
-        st = st or path.stat()
+        st = st or os.stat(path)  # noqa: PTH116 - called for every file a no-op checks, often with a plain string
         key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
         if key in self._memo:
             return self._memo[key]
@@ -59,7 +59,7 @@ class StatCache:
             self._memo.update(((d, i, s, m), str(v)) for d, i, s, m, v in self._db().execute("SELECT * FROM digests"))
             if key in self._memo:
                 return self._memo[key]
-        value = sha256_file(path)
+        value = sha256_file(Path(path))
         log.debug("hashed %s (%d bytes)", path, st.st_size)
         self._store(key, value)
         self._memo[key] = value

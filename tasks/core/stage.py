@@ -9,6 +9,7 @@ an action that fills a private work directory.  ``to_task`` derives ``file_dep``
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import logging
 import os
@@ -16,6 +17,7 @@ import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -92,7 +94,7 @@ class Stage:
     def meta(self) -> Path:
         return self.meta_dir or self.out_dir
 
-    @property
+    @cached_property
     def manifest_path(self) -> Path:
         return self.meta / manifest.MANIFEST
 
@@ -113,6 +115,11 @@ def rebuild_source(stage: Stage) -> str:
     return cache.source_of(key)
 
 
+# doit looks up an uptodate callable's signature on every check (for its task/values arguments);
+# a declared one is found at once, where inspecting a callable object costs more than the check.
+_TASK_VALUES = inspect.Signature([inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD) for n in ("task", "values")])
+
+
 class ParamsCheck:
     """doit ``uptodate`` entry: the params this stage reads are the ones of its last run on this target.
 
@@ -120,6 +127,8 @@ class ParamsCheck:
     the params are saved per target (the other target's entry carried over), so switching
     target and back finds the first target's params again.
     """
+
+    __signature__ = _TASK_VALUES
 
     def __init__(self, stage: Stage) -> None:
         self.stage = stage
@@ -146,6 +155,8 @@ SAVED_PARAMS = "params_by_target"
 
 class OutputCheck:
     """doit ``uptodate`` entry: the published output still matches its manifest."""
+
+    __signature__ = inspect.Signature()
 
     def __init__(self, stage: Stage) -> None:
         self.stage = stage
