@@ -47,7 +47,7 @@ def pinned(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(toolchain, "find_trtllm_build", lambda: None)
     monkeypatch.setattr(fetch, "resolve_revision", lambda repo, rev: f"commit-of-{repo}@{rev}")
     # bench.tool auto: as on a machine without perf_analyzer on PATH.
-    monkeypatch.setattr(perfrun.shutil, "which", lambda name: None)
+    monkeypatch.setattr(perfrun, "resolve_tool", lambda tool: perfrun.BUILTIN if tool == perfrun.AUTO else tool)
 
 
 def graph_stages() -> dict[str, Any]:
