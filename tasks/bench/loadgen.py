@@ -119,9 +119,8 @@ class _Slots:
             return
         try:
             self._send(index + self.concurrency)
-        except Exception:  # a closed channel refuses new calls: the slot ends
+        except ValueError:  # the channel was closed (Ctrl-C, a failure): the slot ends
             self._ended.release()
-            raise
 
     # -- streaming: one blocking stream after another per thread
 
