@@ -11,12 +11,12 @@ from __future__ import annotations
 import logging
 import subprocess
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tasks.bench import loadgen, metrics, perfrun, perftools, results, serverstats, workload
+from tasks.bench import cpuuse, loadgen, metrics, perfrun, perftools, results, serverstats, workload
 from tasks.console import progress
 from tasks.core.errors import UserError
 from tasks.core.stage import StageContext
@@ -45,6 +45,7 @@ class Run:
     prompts: list[workload.Prompt]
     tokenizer: Any
     streaming: bool
+    server_pids: Callable[[], list[int]]
 
     @property
     def bench(self) -> Mapping[str, Any]:
@@ -86,6 +87,7 @@ def _builtin_row(run: Run, level: loadgen.Level) -> metrics.Row:
             [run.prompts[s.prompt % len(run.prompts)].tokens for s in samples],
         )
         row.update(metrics.llm_row(tokens))
+    row.update(cpuuse.usage_row(level.cpu_before, level.cpu_after, level.duration_ns / 1e9, len(samples)))
     return row
 
 
@@ -97,7 +99,7 @@ def _run_builtin(run: Run) -> tuple[list[metrics.Row], list[dict[str, Any]]]:
     for concurrency in bench["concurrency"]:
         what = f"bench:{run.ctx.params['variant']}: concurrency {concurrency}"
         with progress.watch(what, lambda: f"level {len(rows) + 1} of {len(bench['concurrency'])}"):
-            level = loadgen.measure(run.client, concurrency, settings, len(run.prompts))
+            level = loadgen.measure(run.client, concurrency, settings, len(run.prompts), run.server_pids)
         if not level.stable:
             log.warning(
                 "bench:%s: concurrency %d not stable within %d windows of %d ms (±%g %%); reporting the last %d",
@@ -117,13 +119,13 @@ def _run_builtin(run: Run) -> tuple[list[metrics.Row], list[dict[str, Any]]]:
 
 def _progress(run: Run, row: metrics.Row) -> None:
     p99 = row.get(metrics.percentile_column(99))
+    variant, concurrency = run.ctx.params["variant"], int(row[metrics.CONCURRENCY] or 0)
     log.info(
-        "bench:%s: concurrency %d: %.1f infer/s, p99 %.2f ms",
-        run.ctx.params["variant"],
-        int(row[metrics.CONCURRENCY] or 0),
-        row[metrics.THROUGHPUT] or 0.0,
-        (p99 or 0.0) / 1000.0,
+        "bench:%s: concurrency %d: %.1f infer/s, p99 %.2f ms", variant, concurrency, row[metrics.THROUGHPUT] or 0.0, (p99 or 0.0) / 1000.0
     )
+    starved = cpuuse.starved(row)
+    if starved is not None:
+        log.warning("bench:%s: concurrency %d: %s; the server may have been short of CPU (results low)", variant, concurrency, starved)
 
 
 # -------------------------------------------------------------------------- external
@@ -179,10 +181,16 @@ def _run_external(run: Run, url: str, prompts_file: Path | None) -> tuple[list[m
     work = run.ctx.stage.log_dir / f"bench-{run.bench['tool']}"
     rows: list[metrics.Row] = []
     levels: list[dict[str, Any]] = []
+    # The tool is a child process: its CPU shows once it has exited and been waited for.
+    cpu = cpuuse.reader(run.server_pids, client=cpuuse.children_cpu_s)
     for concurrency in run.bench["concurrency"]:
         level_dir = work / f"concurrency{concurrency}"
         level_dir.mkdir(parents=True, exist_ok=True)
+        before, start = cpu(), time.perf_counter()
         row = _external_row(run, binary, _tool_run(run, url, concurrency, level_dir), prompts_file)
+        seconds = time.perf_counter() - start
+        # Over the tool's whole run (start-up and every window): requests at the rate it reported.
+        row.update(cpuuse.usage_row(before, cpu(), seconds, (row.get(metrics.THROUGHPUT) or 0.0) / run.batch_size * seconds))
         row[metrics.CONCURRENCY] = float(concurrency)
         _progress(run, row)
         rows.append(row)
@@ -224,11 +232,16 @@ def _write(ctx: StageContext, metadata: dict[str, Any], rows: Sequence[metrics.R
     variant = ctx.params["variant"]
     llm = ctx.params["kind"] == "llm"
     ordered = sorted(rows, key=lambda r: r[metrics.CONCURRENCY] or 0)
-    columns = metrics.columns(llm)
+    columns = (*metrics.columns(llm), *metrics.CPU_COLUMNS)
     results.write_csv(ctx.out / f"{variant}.csv", columns, ordered)
     results.write_json(ctx.out / f"{variant}.json", metadata, columns, ordered, levels)
     title = f"{variant}: model {metadata['served_model']}, target {ctx.params['target']}, {metadata['tool']}"
     results.write_plot(ctx.out / f"{variant}.png", title, ordered)
+
+
+def _server_pids(server: TritonServer) -> list[int]:
+    """The pids of tritonserver and its python-backend stubs: the server's CPU is theirs."""
+    return [] if server.pid is None else [server.pid, *server.stub_pids()]
 
 
 def _prompts_file(ctx: StageContext) -> Path | None:
@@ -251,7 +264,7 @@ def run(ctx: StageContext) -> None:
         served = client.describe()
         streaming = kind == "llm" and served.decoupled
         client.streaming = streaming
-        run = Run(ctx, client, served, prompts, tokenizer, streaming)
+        run = Run(ctx, client, served, prompts, tokenizer, streaming, lambda: _server_pids(server))
         client.payloads = [loadgen.Payload.from_arrays(_inputs(run, p)) for p in prompts]
         loadgen.warm_up(client, bench["warmup_requests"])
         if bench["tool"] == "builtin":

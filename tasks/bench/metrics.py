@@ -54,6 +54,14 @@ LLM_COLUMNS = (
     REQUEST_THROUGHPUT,
 )
 
+# The CPU each side used over the measurement (after the tools' columns; the project's own).
+CLIENT_CPU = "Client CPU (cores)"
+SERVER_CPU = "Server CPU (cores)"
+MACHINE_CPU = "Machine CPU (cores)"
+CLIENT_CPU_PER_REQUEST = "Client CPU per Request (us)"
+SERVER_CPU_PER_REQUEST = "Server CPU per Request (us)"
+CPU_COLUMNS = (CLIENT_CPU, SERVER_CPU, MACHINE_CPU, CLIENT_CPU_PER_REQUEST, SERVER_CPU_PER_REQUEST)
+
 
 def columns(llm: bool) -> tuple[str, ...]:  # noqa: FBT001 - one obvious switch
     """The CSV header: perf_analyzer's columns, then the LLM metrics for LLMs."""

@@ -24,6 +24,8 @@ log = logging.getLogger(__name__)
 PERF_ANALYZER = "perf_analyzer"
 GENAI_PERF = "genai-perf"
 TOOLS = (PERF_ANALYZER, GENAI_PERF)
+BUILTIN = "builtin"
+AUTO = "auto"
 SDK_IMAGE = "nvcr.io/nvidia/tritonserver:<yy.mm>-py3-sdk"
 WHERE = "bench.tool"
 
@@ -62,6 +64,17 @@ def find_tool(name: str) -> Path:
     if found is None:
         raise UserError(WHERE, f"{name} is not on PATH; it ships in the Triton SDK image {SDK_IMAGE} (or set bench.tool: builtin)")
     return Path(found)
+
+
+def resolve_tool(tool: str) -> str:
+    """The tool ``bench.tool`` names; ``auto`` is perf_analyzer when it is on PATH, else the built-in generator.
+
+    perf_analyzer is what NVIDIA's tooling measures with, and a C++ client takes less CPU per
+    request from a machine it shares with the server; the built-in generator is the fallback.
+    """
+    if tool != AUTO:
+        return tool
+    return PERF_ANALYZER if shutil.which(PERF_ANALYZER) is not None else BUILTIN
 
 
 def default_timeout_s(run: ToolRun) -> float:

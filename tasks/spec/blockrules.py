@@ -44,7 +44,8 @@ BENCH_TOOLS = ("builtin", "perf_analyzer", "genai-perf")
 # perf_analyzer's defaults where it has one (5 s windows, ±10 %, 10 trials).
 BENCH_COMMON: dict[str, tuple[Check, Any]] = {
     "concurrency": (distinct_int_list(4096), [1]),
-    "tool": (one_of("builtin", "perf_analyzer"), "builtin"),
+    # auto: perf_analyzer when it is on PATH, else builtin (the bench stage resolves it).
+    "tool": (one_of("auto", "builtin", "perf_analyzer"), "auto"),
     "measurement_interval_ms": (integer(50, 600_000), 5000),  # at most 10 min per window
     "stability_percentage": (bounded(100), 10.0),
     "max_trials": (integer(3, 100), 10),

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
+from tasks.bench import perfrun
 from tasks.core.stage import Stage, StageContext
 from tasks.spec import sweep
 from tasks.spec.sources import prompts_file, server_ranks
@@ -45,8 +46,11 @@ def stage(model: ModelGraph, published: Stage, trt_tools: Mapping[str, str]) -> 
     if "bench" not in spec.written:
         return None
     tools = trt_tools if model.target == "trt" else toolchain.package_versions(*CPU_TOOLCHAIN)
+    bench = dict(spec.block("bench"))
+    # Resolved here, so the tool that measured is in the params: results differ by tool.
+    bench["tool"] = perfrun.resolve_tool(bench["tool"])
     params = {
-        "bench": spec.block("bench"),
+        "bench": bench,
         # Recorded with the results, so a result always names the flags of the engine it measured.
         "engine": spec.block("engine"),
         "kind": spec.kind,

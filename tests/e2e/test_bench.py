@@ -102,7 +102,7 @@ def project(tiny_bert: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_csv_has_perf_analyzer_columns_and_sane_numbers(project: Path) -> None:
     header, rows = read_csv(project / "results/tiny/cpu/tiny.csv")
-    assert header == list(metrics.PA_COLUMNS)
+    assert header == list(metrics.PA_COLUMNS + metrics.CPU_COLUMNS)
     assert [int(r["Concurrency"]) for r in rows] == [1, 3]
     for row in rows:
         assert number(row, "Inferences/Second") > 0
@@ -110,6 +110,13 @@ def test_csv_has_perf_analyzer_columns_and_sane_numbers(project: Path) -> None:
         assert 0 < p50 <= p90 <= p95 <= p99
         assert all(row[c] != "" for c in header), row  # server-side columns come from Triton's statistics
         assert number(row, "Server Compute Infer") > 0
+        # The client and the server both took CPU; the machine was at least as busy as both.
+        client, server = number(row, metrics.CLIENT_CPU), number(row, metrics.SERVER_CPU)
+        assert 0 < client < 2
+        assert server > 0
+        assert number(row, metrics.CLIENT_CPU_PER_REQUEST) > 0
+        assert number(row, metrics.SERVER_CPU_PER_REQUEST) > 0
+        assert number(row, metrics.MACHINE_CPU) >= (client + server) * 0.8  # ticks round down
     assert processes_in(project) == []
 
 
@@ -206,8 +213,9 @@ def test_failed_tool_leaves_no_process_and_keeps_the_previous_results(project: P
     assert "--concurrency-range" in argv
     assert argv[argv.index("--concurrency-range") + 1] == "2:2"
     header, rows = read_csv(project / "results/tiny/cpu/tiny.csv")
-    assert header == list(metrics.PA_COLUMNS)
+    assert header == list(metrics.PA_COLUMNS + metrics.CPU_COLUMNS)
     assert [r["Concurrency"] for r in rows] == ["2"]
+    assert number(rows[0], metrics.SERVER_CPU) >= 0  # measured around the tool's run
     assert read_json(project / "results/tiny/cpu/tiny.json")["tool"] == "perf_analyzer"
     assert processes_in(project) == []
 
@@ -222,8 +230,27 @@ def test_missing_tool_is_one_line(project: Path) -> None:
     assert processes_in(project) == []
 
 
+def test_default_tool_is_perf_analyzer_on_path_else_builtin(project: Path, tmp_path: Path) -> None:
+    edit(project / "models/tiny.yaml", "  tool: perf_analyzer\n", "")  # bench.tool: auto
+    argv_log = tmp_path / "argv.jsonl"
+    result = build(project, env=doit_env({"FAKE_TOOL_ARGV": str(argv_log)}, path_prefix=FAKES))
+    assert result.executed == {"bench:tiny"}
+    assert len(argv_log.read_text().splitlines()) == 1
+    doc = read_json(project / "results/tiny/cpu/tiny.json")
+    assert doc["tool"] == "perf_analyzer"
+    env = doit_env()
+    env["PATH"] = os.pathsep.join(p for p in env["PATH"].split(os.pathsep) if Path(p) != FAKES)
+    # Without perf_analyzer the tool, and so the stage's params, change: the benchmark reruns.
+    assert build(project, env=env).executed == {"bench:tiny"}
+    doc = read_json(project / "results/tiny/cpu/tiny.json")
+    assert doc["tool"] == "builtin"
+    assert isinstance(doc["bench"], dict)
+    assert doc["bench"]["tool"] == "builtin"
+    assert build(project, env=env).executed == set()
+    assert processes_in(project) == []
+
+
 def test_ctrl_c_during_measurement_stops_everything(project: Path) -> None:
-    edit(project / "models/tiny.yaml", "  tool: perf_analyzer\n", "")
     edit(project / "models/tiny.yaml", "measurement_interval_ms: 300", "measurement_interval_ms: 5000")
     proc = subprocess.Popen(
         doit_argv("build:tiny", "target=cpu"), cwd=project, env=doit_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
@@ -271,7 +298,7 @@ def test_llm_csv_has_genai_perf_metrics_from_streamed_tokens(tmp_path: Path) -> 
     assert result.rc == 0, result.stdout + result.stderr
     assert "bench:t5b" in result.executed
     header, rows = read_csv(root / "results/t5b/cpu/t5b.csv")
-    assert header == list(metrics.PA_COLUMNS + metrics.LLM_COLUMNS)
+    assert header == list(metrics.PA_COLUMNS + metrics.LLM_COLUMNS + metrics.CPU_COLUMNS)
     assert [int(r["Concurrency"]) for r in rows] == [1, 2]
     for row in rows:
         assert all(row[c] != "" for c in header), row
@@ -303,7 +330,7 @@ def test_llm_csv_has_genai_perf_metrics_from_streamed_tokens(tmp_path: Path) -> 
     tokenizer = Path(calls[0][calls[0].index("--tokenizer") + 1])
     assert tokenizer == (root / "build/t5b/repo/cpu/preprocessing/1/tokenizer").resolve()  # the benchmarked tree
     header, rows = read_csv(root / "results/t5b/cpu/t5b.csv")
-    assert header == list(metrics.PA_COLUMNS + metrics.LLM_COLUMNS)
+    assert header == list(metrics.PA_COLUMNS + metrics.LLM_COLUMNS + metrics.CPU_COLUMNS)
     assert [int(r["Concurrency"]) for r in rows] == [1, 2]
     for row in rows:
         assert number(row, "Time To First Token (ms) avg") <= number(row, "Request Latency (ms) avg")

@@ -69,7 +69,7 @@ def test_benchmark_csv_covers_the_configured_levels(project: Path) -> None:
     with (project / "results/minilm/cpu/minilm.csv").open(encoding="utf-8", newline="") as handle:
         reader = csv.DictReader(handle)
         rows = list(reader)
-    assert reader.fieldnames == list(metrics.PA_COLUMNS)
+    assert reader.fieldnames == list(metrics.PA_COLUMNS + metrics.CPU_COLUMNS)
     assert [int(r["Concurrency"]) for r in rows] == [1, 4, 8]
     for row in rows:
         assert all(value != "" for value in row.values()), row

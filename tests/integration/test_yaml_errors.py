@@ -140,7 +140,7 @@ CASES = [
     (
         "export:\n  opset: 18",
         "export:\n  opset: 18\nbench:\n  tool: genai-perf",
-        f"{F}: bench.tool: expected one of builtin, perf_analyzer, got 'genai-perf'",
+        f"{F}: bench.tool: expected one of auto, builtin, perf_analyzer, got 'genai-perf'",
     ),
     (
         "export:\n  opset: 18",

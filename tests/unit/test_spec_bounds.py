@@ -117,7 +117,7 @@ LONG_VALUES = [
     (enc("path: ckpt", f"hf: {LONG}\n  revision: main"), "source.hf: expected at most 4096 characters"),
     (bench(f"prompts: {LONG}"), "bench.prompts: expected at most 4096 characters"),
     (bench(f"prompts: {'p' * 300}.txt"), "bench.prompts: expected a path whose every part is at most 255 bytes"),
-    (bench(f"tool: {LONG}"), "bench.tool: expected one of builtin, perf_analyzer, got 'aaaa"),
+    (bench(f"tool: {LONG}"), "bench.tool: expected one of auto, builtin, perf_analyzer, got 'aaaa"),
     (ENC + f"? {LONG}\n: 1\n", "models/m.yaml: aaaa"),
     (enc("name: m", f"name: {LONG}"), "name: expected at most 4096 characters"),
     (enc("family: bert", f"family: {LONG}"), "family: expected at most 4096 characters"),

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from tasks.bench import perfrun
 from tasks.core.stage import Stage, canonical, input_names
 from tasks.stages import fetch, kinds
 from tasks.tools import toolchain
@@ -45,6 +46,8 @@ def pinned(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(toolchain, "find_trtexec", lambda: None)
     monkeypatch.setattr(toolchain, "find_trtllm_build", lambda: None)
     monkeypatch.setattr(fetch, "resolve_revision", lambda repo, rev: f"commit-of-{repo}@{rev}")
+    # bench.tool auto: as on a machine without perf_analyzer on PATH.
+    monkeypatch.setattr(perfrun, "resolve_tool", lambda tool: perfrun.BUILTIN if tool == perfrun.AUTO else tool)
 
 
 def graph_stages() -> dict[str, Any]:
