@@ -91,8 +91,9 @@ _DRIVER = Path("/proc/driver/nvidia")
 GPU_CACHE = Path("build/.cache/gpu.json")
 
 
-def driver_fingerprint(root: Path = _DRIVER) -> str:
+def driver_fingerprint(root: Path | None = None) -> str:
     """Driver version and every GPU's ``information`` file: what changes when the GPU or driver does."""
+    root = root or _DRIVER
     try:
         parts = [(root / "version").read_text(encoding="utf-8", errors="replace")]
         parts += [p.read_text(encoding="utf-8", errors="replace") for p in sorted(root.glob("gpus/*/information"))]
