@@ -81,7 +81,8 @@ def entry_manifest(raw: bytes | None) -> manifest.Manifest | None:
 def restored_digest(stage: Stage, content: manifest.Manifest) -> str:
     """sha256 of the manifest.json a restore of ``content`` publishes (tasks/core/stage.py ``_publish``)."""
     published = manifest.Manifest(stage.name, stage.model, stage.target, content.files, content.dirs)
-    return hashlib.sha256(fsops.json_text(published.to_json()).encode()).hexdigest()
+    data = published.to_json() if stage.part is None else manifest.part(published, stage.part, stage.parts[stage.part])
+    return hashlib.sha256(fsops.json_text(data).encode()).hexdigest()
 
 
 class Planner:
@@ -93,9 +94,11 @@ class Planner:
         self.done: dict[str, Planned] = {}
 
     def plan(self, stage: Stage) -> Planned:
-        if stage.task_name not in self.done:
-            self.done[stage.task_name] = self._plan(stage)
-        return self.done[stage.task_name]
+        """A view of one part of a stage's output (``Stage.only``) is planned as its own row: its digest is the part's."""
+        name = stage.manifest_path.as_posix()
+        if name not in self.done:
+            self.done[name] = self._plan(stage)
+        return self.done[name]
 
     def _inputs(self, stage: Stage) -> dict[str, str] | None:
         """The inputs as ``input_digests`` names them, with upstream manifests' digests as planned."""
@@ -146,7 +149,7 @@ def model_stages(graph: Graph, spec: ModelSpec) -> list[Stage]:
         stage = pending.pop()
         if stage.task_name not in seen:
             seen[stage.task_name] = stage
-            pending += stage.deps.values()
+            pending += [dep.whole for dep in stage.deps.values()]
     order = {name: i for i, name in enumerate(STAGE_ORDER)}
     return sorted(seen.values(), key=lambda s: (order.get(s.name, len(order)), s.model))
 

@@ -15,7 +15,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +78,13 @@ class Stage:
     cached: bool = False
     # The running machine's toolchain, compared with params["toolchain"] before an upload (trt stages).
     fingerprint: Callable[[], Mapping[str, Any]] | None = None
+    # Named subsets of the output (fnmatch patterns, ``!`` excludes), each with a manifest of its own:
+    # a stage that reads only some files depends on their part, not on the whole output.
+    parts: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    # Set on a view of this stage given to a downstream stage as an input: the part it reads.
+    part: str | None = None
+    # Keys of the stage's YAML blocks this target does not read (with their values): shown by ``doit info``.
+    unread: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def task_name(self) -> str:
@@ -89,7 +96,17 @@ class Stage:
 
     @property
     def manifest_path(self) -> Path:
-        return self.meta / manifest.MANIFEST
+        return self.meta / (manifest.MANIFEST if self.part is None else manifest.part_name(self.part))
+
+    def only(self, part: str) -> Stage:
+        """A view of the stage for an input that depends on one part of its output."""
+        if part not in self.parts:
+            raise KeyError(f"{self.task_name} has no part {part!r}")
+        return replace(self, part=part)
+
+    @property
+    def whole(self) -> Stage:
+        return replace(self, part=None)
 
 
 def canonical(value: Any) -> Any:  # noqa: ANN401 - any JSON value
@@ -218,10 +235,20 @@ def to_task(stage: Stage) -> dict[str, Any]:
         "doc": stage.doc,
         "actions": [(run_stage, [stage])],
         "file_dep": [p.as_posix() for p in input_paths(stage)],
-        "targets": [stage.manifest_path.as_posix(), *(p.as_posix() for p in stage.published.values())],
+        "targets": [
+            stage.manifest_path.as_posix(),
+            *((stage.meta / manifest.part_name(p)).as_posix() for p in stage.parts),
+            *(p.as_posix() for p in stage.published.values()),
+        ],
         "uptodate": [ParamsCheck(stage), OutputCheck(stage)],
         "verbosity": 2,
+        **({"meta": {f"not read by target {stage.target}": unread_keys(stage)}} if stage.unread else {}),
     }
+
+
+def unread_keys(stage: Stage) -> list[str]:
+    """``engine.precision: fp16`` for each key of the model file this stage ignores on its target."""
+    return [f"{key}: {json.dumps(value)}" for key, value in sorted(changes.flatten(canonical(stage.unread)).items())]
 
 
 def run_stage(stage: Stage) -> TaskFailed | None:
@@ -289,6 +316,7 @@ def _build(stage: Stage) -> None:
     if _reusable(stage, key):
         log.info("%s: output already built with these inputs and params; reused", stage.task_name)
         with interrupts.uninterrupted():
+            manifest.write_parts(stage.meta, stage.parts)
             _copy_published(stage)
             _serve(stage)
         return
@@ -363,6 +391,7 @@ def _publish(stage: Stage, ctx: StageContext, facts: dict[str, Any]) -> None:
         fsops.write_json_atomic(stage.meta / manifest.RECORD, record)
     if old is not None:
         fsops.remove_tree(old)
+    manifest.write_parts(stage.meta, stage.parts)
     _copy_published(stage)
     _serve(stage)
     how = "restored from the cache" if "from_cache" in record else "built"

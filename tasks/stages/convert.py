@@ -15,6 +15,7 @@ from pathlib import Path
 from tasks.console import progress
 from tasks.core.stage import Stage, StageContext
 from tasks.families import converters
+from tasks.stages import fetch
 from tasks.stages.graph import ModelGraph
 from tasks.tools import toolchain
 
@@ -96,4 +97,4 @@ def stage(model: ModelGraph, fetched: Stage) -> Stage:
         "toolchain": toolchain.package_versions(*TOOLCHAIN),
         "code": CODE_VERSION,
     }
-    return model.stage("convert", params, action, f"TRT-LLM checkpoint of {spec.name}", deps={"hf": fetched}, cached=True)
+    return model.stage("convert", params, action, f"TRT-LLM checkpoint of {spec.name}", deps={"hf": fetched.only(fetch.MODEL)}, cached=True)
