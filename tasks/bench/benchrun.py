@@ -18,6 +18,7 @@ from typing import Any
 
 from tasks.bench import cpuuse, loadgen, metrics, perfrun, perftools, results, serverstats, workload
 from tasks.console import progress
+from tasks.core import fsops, manifest
 from tasks.core.errors import UserError
 from tasks.core.stage import StageContext
 from tasks.triton.launcher import TritonServer
@@ -211,6 +212,14 @@ def git_commit() -> dict[str, Any]:
     return {"commit": head, "dirty": bool(dirty)}
 
 
+def measured_engine(ctx: StageContext) -> Any:  # noqa: ANN401 - a JSON value
+    """The engine settings the measured bytes were built with, from the engine stage's record (None: no engine)."""
+    engine = ctx.stage.deps["repo"].deps.get("engine")
+    record = fsops.read_json(engine.meta / manifest.RECORD) if engine is not None else None
+    params = record.get("params") if isinstance(record, dict) else None
+    return params.get("engine") if isinstance(params, dict) else None
+
+
 def _metadata(ctx: StageContext, served: loadgen.ServedModel, streaming: bool) -> dict[str, Any]:  # noqa: FBT001
     params = ctx.params
     return {
@@ -221,7 +230,7 @@ def _metadata(ctx: StageContext, served: loadgen.ServedModel, streaming: bool) -
         "tool": params["bench"]["tool"],
         "streaming": streaming,
         "toolchain": {**params["toolchain"], "tritonserver": served.server_version},
-        "engine": params["engine"],
+        "engine": measured_engine(ctx),
         "bench": params["bench"],
         "git": git_commit(),
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

@@ -27,7 +27,8 @@ from doit.exceptions import TaskFailed
 from tasks.commands import platforms
 from tasks.core import cache, fsops, hashing, manifest
 from tasks.core.errors import UserError
-from tasks.core.stage import Stage, action_key, input_names, input_paths, output_problem
+from tasks.core.inputnames import input_names
+from tasks.core.stage import Stage, action_key, input_paths, output_problem
 from tasks.core.store import Store, StoreError
 from tasks.spec.modelspec import ModelSpec
 from tasks.stages.graph import STAGE_ORDER, Graph
@@ -81,7 +82,8 @@ def entry_manifest(raw: bytes | None) -> manifest.Manifest | None:
 def restored_digest(stage: Stage, content: manifest.Manifest) -> str:
     """sha256 of the manifest.json a restore of ``content`` publishes (tasks/core/stage.py ``_publish``)."""
     published = manifest.Manifest(stage.name, stage.model, stage.target, content.files, content.dirs)
-    return hashlib.sha256(fsops.json_text(published.to_json()).encode()).hexdigest()
+    data = published.to_json() if stage.part is None else manifest.part(published, stage.part, stage.parts[stage.part])
+    return hashlib.sha256(fsops.json_text(data).encode()).hexdigest()
 
 
 class Planner:
@@ -93,9 +95,11 @@ class Planner:
         self.done: dict[str, Planned] = {}
 
     def plan(self, stage: Stage) -> Planned:
-        if stage.task_name not in self.done:
-            self.done[stage.task_name] = self._plan(stage)
-        return self.done[stage.task_name]
+        """A view of one part of a stage's output (``Stage.only``) is planned as its own row: its digest is the part's."""
+        name = stage.manifest_path.as_posix()
+        if name not in self.done:
+            self.done[name] = self._plan(stage)
+        return self.done[name]
 
     def _inputs(self, stage: Stage) -> dict[str, str] | None:
         """The inputs as ``input_digests`` names them, with upstream manifests' digests as planned."""
@@ -146,7 +150,7 @@ def model_stages(graph: Graph, spec: ModelSpec) -> list[Stage]:
         stage = pending.pop()
         if stage.task_name not in seen:
             seen[stage.task_name] = stage
-            pending += stage.deps.values()
+            pending += [dep.whole for dep in stage.deps.values()]
     order = {name: i for i, name in enumerate(STAGE_ORDER)}
     return sorted(seen.values(), key=lambda s: (order.get(s.name, len(order)), s.model))
 

@@ -15,6 +15,11 @@ def _flatten(value: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:  # noqa
         yield prefix, value
 
 
+def flatten(value: Any) -> dict[str, Any]:  # noqa: ANN401 - JSON values
+    """Dotted key -> leaf value: ``{"engine.precision": "fp16"}``."""
+    return dict(_flatten(value))
+
+
 def describe_changes(old: Any, new: Any) -> list[str]:  # noqa: ANN401 - JSON values
     """One readable line per changed leaf: ``engine.max_batch_size: 8 -> 32``."""
     before, after = dict(_flatten(old)), dict(_flatten(new))

@@ -219,6 +219,16 @@ def write_atomic(path: Path, data: bytes) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def write_json_if_changed(path: Path, data: Any) -> None:  # noqa: ANN401 - any JSON value
+    """``write_json_atomic`` unless the file already holds this text: its inode and digest stay as they are."""
+    try:
+        if path.read_text(encoding="utf-8") == json_text(data):
+            return
+    except (OSError, UnicodeDecodeError):
+        pass
+    write_json_atomic(path, data)
+
+
 def read_lines(path: Path) -> list[str]:
     """The non-empty lines of a UTF-8 text file, stripped (prompt and corpus files); OSError or UnicodeDecodeError."""
     return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]

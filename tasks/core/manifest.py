@@ -7,13 +7,15 @@ bytes of the output change.  Everything that describes *how* the output was made
 
 from __future__ import annotations
 
+import fnmatch
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from tasks.core import hashing
-from tasks.core.fsops import read_json
+from tasks.core.fsops import read_json, write_json_if_changed
 
 MANIFEST = "manifest.json"
 RECORD = "action.json"
@@ -56,13 +58,49 @@ def scan(root: Path) -> tuple[dict[str, tuple[int, str]], tuple[str, ...]]:
     for dirpath, dirnames, filenames in os.walk(root):
         here = Path(dirpath)
         rel_dir = here.relative_to(root)
-        names = [n for n in filenames if not (rel_dir == Path() and n in META)]
+        names = [n for n in filenames if not (rel_dir == Path() and is_meta(n))]
         if not names and not dirnames and here != root:
             empty.append(rel_dir.as_posix())
         for name in names:
             path = here / name
             files[(rel_dir / name).as_posix()] = (path.stat().st_size, hashing.digest(path))
     return dict(sorted(files.items())), tuple(sorted(empty))
+
+
+def is_meta(name: str) -> bool:
+    """A meta file at an output's root: the manifest, the action record or a part's manifest."""
+    return name in META or (name.startswith("manifest.") and name.endswith(".json"))
+
+
+def part_name(part: str) -> str:
+    """The file beside ``manifest.json`` describing one part of the output."""
+    return f"manifest.{part}.json"
+
+
+def in_part(rel: str, patterns: Sequence[str]) -> bool:
+    """The last pattern matching the path or its file name decides; ``!pattern`` leaves the file out."""
+    chosen = False
+    for pattern in patterns:
+        exclude = pattern.startswith("!")
+        bare = pattern.removeprefix("!")
+        if fnmatch.fnmatchcase(rel, bare) or fnmatch.fnmatchcase(rel.rsplit("/", 1)[-1], bare):
+            chosen = not exclude
+    return chosen
+
+
+def part(content: Manifest, name: str, patterns: Sequence[str]) -> dict[str, Any]:
+    """The manifest of the files of ``content`` in one part: content only, like the whole one."""
+    files = {rel: entry for rel, entry in content.files.items() if in_part(rel, patterns)}
+    return {**Manifest(content.stage, content.model, content.target, files, ()).to_json(), "part": name}
+
+
+def write_parts(meta_dir: Path, parts: Mapping[str, Sequence[str]]) -> None:
+    """Each part's manifest, rewritten only when its content changed (its readers' digests stay cached)."""
+    content = load(meta_dir)
+    if content is None:
+        return
+    for name, patterns in parts.items():
+        write_json_if_changed(meta_dir / part_name(name), part(content, name, patterns))
 
 
 def load(meta_dir: Path) -> Manifest | None:

@@ -16,7 +16,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ from doit.exceptions import TaskFailed
 from tasks.core import cache, changes, diskfull, fsops, hashing, interrupts, lock, manifest
 from tasks.core.changes import describe_changes
 from tasks.core.errors import UserError
+from tasks.core.inputnames import input_names
 
 log = logging.getLogger("tasks")
 
@@ -80,6 +81,13 @@ class Stage:
     cached: bool = False
     # The running machine's toolchain, compared with params["toolchain"] before an upload (trt stages).
     fingerprint: Callable[[], Mapping[str, Any]] | None = None
+    # Named subsets of the output (fnmatch patterns, ``!`` excludes), each with a manifest of its own:
+    # a stage that reads only some files depends on their part, not on the whole output.
+    parts: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    # Set on a view of this stage given to a downstream stage as an input: the part it reads.
+    part: str | None = None
+    # Keys of the stage's YAML blocks this target does not read (with their values): shown by ``doit info``.
+    unread: Mapping[str, Any] = field(default_factory=dict)
     # The params as saved and compared, made once with the graph (a reused graph snapshot keeps them).
     saved_params: Any = field(init=False, compare=False, repr=False)
 
@@ -96,7 +104,17 @@ class Stage:
 
     @cached_property
     def manifest_path(self) -> Path:
-        return self.meta / manifest.MANIFEST
+        return self.meta / (manifest.MANIFEST if self.part is None else manifest.part_name(self.part))
+
+    def only(self, part: str) -> Stage:
+        """A view of the stage for an input that depends on one part of its output."""
+        if part not in self.parts:
+            raise KeyError(f"{self.task_name} has no part {part!r}")
+        return replace(self, part=part)
+
+    @property
+    def whole(self) -> Stage:
+        return replace(self, part=None)
 
 
 def canonical(value: Any) -> Any:  # noqa: ANN401 - any JSON value
@@ -190,32 +208,6 @@ def input_paths(stage: Stage) -> list[Path]:
     return [dep.manifest_path for dep in stage.deps.values()] + list(stage.files)
 
 
-def input_names(paths: Sequence[Path]) -> list[str]:
-    """Names of input files that do not depend on where the checkout is.
-
-    A file inside the project is named by its relative path; one outside it (a pip
-    package's checkpoint, a local model folder) by ``external:`` and its path below the
-    deepest folder all of this stage's outside files share.  Two checkouts at different
-    paths, or two machines with different site-packages, so compute the same action key.
-    """
-    root = Path.cwd().resolve()
-    absolute = [p if p.is_absolute() else root / p for p in paths]
-    outside = [p for p in absolute if not _owned(p, root)]
-    base = Path(os.path.commonpath(outside)) if outside else root
-    if len(outside) == 1:
-        base = outside[0].parent
-    return [f"external:{p.relative_to(base).as_posix()}" if p in outside else p.relative_to(root).as_posix() for p in absolute]
-
-
-def _owned(path: Path, root: Path) -> bool:
-    """Inside the project and not in an installed package.
-
-    A virtualenv inside the checkout (``.venv/lib/.../site-packages``) then names its files as one
-    elsewhere does, so the keys agree.
-    """
-    return path.is_relative_to(root) and "site-packages" not in path.relative_to(root).parts
-
-
 def input_digests(stage: Stage) -> dict[str, str]:
     paths = input_paths(stage)
     return {name: hashing.digest(p) for name, p in zip(input_names(paths), paths, strict=True)}
@@ -234,10 +226,20 @@ def to_task(stage: Stage) -> dict[str, Any]:
         "doc": stage.doc,
         "actions": [(run_stage, [stage])],
         "file_dep": [p.as_posix() for p in input_paths(stage)],
-        "targets": [stage.manifest_path.as_posix(), *(p.as_posix() for p in stage.published.values())],
+        "targets": [
+            stage.manifest_path.as_posix(),
+            *((stage.meta / manifest.part_name(p)).as_posix() for p in stage.parts),
+            *(p.as_posix() for p in stage.published.values()),
+        ],
         "uptodate": [ParamsCheck(stage), OutputCheck(stage)],
         "verbosity": 2,
+        **({"meta": {f"not read by target {stage.target}": unread_keys(stage)}} if stage.unread else {}),
     }
+
+
+def unread_keys(stage: Stage) -> list[str]:
+    """``engine.precision: fp16`` for each key of the model file this stage ignores on its target."""
+    return [f"{key}: {json.dumps(value)}" for key, value in sorted(changes.flatten(canonical(stage.unread)).items())]
 
 
 def run_stage(stage: Stage) -> TaskFailed | None:
@@ -305,6 +307,7 @@ def _build(stage: Stage) -> None:
     if _reusable(stage, key):
         log.info("%s: output already built with these inputs and params; reused", stage.task_name)
         with interrupts.uninterrupted():
+            manifest.write_parts(stage.meta, stage.parts)
             _copy_published(stage)
             _serve(stage)
         return
@@ -379,6 +382,7 @@ def _publish(stage: Stage, ctx: StageContext, facts: dict[str, Any]) -> None:
         fsops.write_json_atomic(stage.meta / manifest.RECORD, record)
     if old is not None:
         fsops.remove_tree(old)
+    manifest.write_parts(stage.meta, stage.parts)
     _copy_published(stage)
     _serve(stage)
     how = "restored from the cache" if "from_cache" in record else "built"

@@ -41,7 +41,12 @@ def action(ctx: StageContext) -> None:
 
 
 def stage(model: ModelGraph, published: Stage, trt_tools: Mapping[str, str]) -> Stage | None:
-    """``bench:<m>`` reads the bench block, the engine block it measures, the ranks and the toolchain; only models with one."""
+    """``bench:<m>`` reads the bench block, the workload, the ranks and the toolchain; only models with one.
+
+    What it measures is the repository's content (engines and configs included), its one input: an
+    engine edit that leaves the engine's bytes as they were leaves the repository so, and runs no benchmark.
+    The results name the engine's flags from the engine stage's record of the bytes measured.
+    """
     spec = model.spec
     if "bench" not in spec.written:
         return None
@@ -51,8 +56,6 @@ def stage(model: ModelGraph, published: Stage, trt_tools: Mapping[str, str]) -> 
     bench["tool"] = perfrun.resolve_tool(bench["tool"])
     params = {
         "bench": bench,
-        # Recorded with the results, so a result always names the flags of the engine it measured.
-        "engine": spec.block("engine"),
         "kind": spec.kind,
         "name": spec.name,
         "variant": spec.variant,

@@ -20,6 +20,7 @@ from tasks.core.stage import Stage, StageContext
 from tasks.families import encoders
 from tasks.families.converters import read_checkpoint_config
 from tasks.spec.modelspec import ModelSpec
+from tasks.stages import fetch
 from tasks.stages.graph import ModelGraph, rel
 from tasks.triton import layout, repository
 
@@ -210,4 +211,6 @@ def stage(model: ModelGraph, deps: Mapping[str, Stage], reads: Mapping[str, Any]
     templates = repository.template_files(models)
     params = {"name": spec.name, "kind": spec.kind, "family": spec.family, **reads, "target": target, "code": CODE_VERSION}
     doc = f"Triton configs of {spec.variant}"
+    # A model's own checkpoint is read for its config.json (and an image's preprocessor config) alone.
+    deps = {role: dep.only(fetch.CONFIG) if dep.name == "fetch" else dep for role, dep in deps.items()}
     return model.stage("config", params, action, doc, deps=deps, files=[rel(p) for p in templates], target=target)

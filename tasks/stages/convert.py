@@ -17,6 +17,7 @@ from tasks.console import logs, progress
 from tasks.core import worker
 from tasks.core.stage import Stage, StageContext
 from tasks.families import converters
+from tasks.stages import fetch
 from tasks.stages.graph import ModelGraph
 from tasks.tools import toolchain
 
@@ -103,7 +104,7 @@ def stage(model: ModelGraph, fetched: Stage) -> Stage:
         "toolchain": toolchain.package_versions(*TOOLCHAIN),
         "code": CODE_VERSION,
     }
-    return model.stage("convert", params, action, f"TRT-LLM checkpoint of {spec.name}", deps={"hf": fetched}, cached=True)
+    return model.stage("convert", params, action, f"TRT-LLM checkpoint of {spec.name}", deps={"hf": fetched.only(fetch.MODEL)}, cached=True)
 
 
 if __name__ == "__main__":  # the worker process of ``action``

@@ -151,7 +151,8 @@ def build_cpu(ctx: StageContext) -> None:
     interrupts.import_held("onnxruntime")  # heavy; only this action needs it
     import onnxruntime as ort  # noqa: PLC0415
 
-    unused = [k for k in _TRT_ONLY if ctx.params["engine"].get(k) not in (None, [], {}, "fp32")]
+    unread = ctx.stage.unread.get("engine", {})
+    unused = [k for k in _TRT_ONLY if unread.get(k) not in (None, [], {}, "fp32")]
     if unused:
         log.info("engine: target cpu runs fp32 onnxruntime; engine.%s apply to target trt only", ", engine.".join(unused))
     source, target = ctx.inputs["onnx"] / "model.onnx", ctx.out / "model.onnx"
@@ -191,14 +192,27 @@ def stage(model: ModelGraph, exported: Stage) -> Stage:
     """``engine:<m>`` of an encoder reads the engine block, the target, its toolchain and the calibration cache."""
     spec, target = model.spec, model.target
     engine_block = dict(spec.block("engine"))
-    calibration = calibration_file(spec)
+    calibration = calibration_file(spec) if target == "trt" else None
     # The cache's content is an input (files); the param is its path as trtexec gets it.
     engine_block["calibration_cache"] = rel(calibration).as_posix() if calibration else None
-    params = {"engine": engine_block, "target": target, "toolchain": tools_of(target), "code": CODE_VERSION}
+    read, unread = split_read(engine_block, target)
+    params = {"engine": read, "target": target, "toolchain": tools_of(target), "code": CODE_VERSION}
     return model.stage(
         "engine", params, action, f"{target} engine of {stage_owner(spec, 'engine')}", deps={"onnx": exported}, target=target,
         files=[rel(calibration)] if calibration else [], cached=True, fingerprint=trtexec.trt_fingerprint if target == "trt" else None,
+        unread={"engine": unread} if unread else {},
     )  # fmt: skip
+
+
+def split_read(engine_block: Mapping[str, Any], target: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(keys the target's build reads, the rest): onnxruntime on cpu reads none of trtexec's settings.
+
+    The cpu engine keeps the batch and sequence limits: its bytes do not depend on them, but a limit
+    edit re-runs it and stops there (the early cut-off the project relies on elsewhere).
+    """
+    ignored = set(_TRT_ONLY) | {"timing_cache"} if target == "cpu" else set()
+    read = {k: v for k, v in engine_block.items() if k not in ignored}
+    return read, {k: v for k, v in engine_block.items() if k in ignored}
 
 
 if __name__ == "__main__":  # the worker process of ``action``

@@ -5,7 +5,7 @@ for T5 or ``engine/`` for a decoder-only family (each config.json plus rank{r}.e
 with the settings the family requires and the user's validated flags.
 cpu: no engine.  The cpu repository serves the HF checkpoint through a python-backend
 stand-in of the tensorrt_llm model, so this stage only writes a small note whose bytes
-never change (editing engine limits re-runs this stage and stops there).
+never change, and no ``engine:`` key is among its params on cpu (editing one runs nothing here).
 """
 
 from __future__ import annotations
@@ -166,8 +166,11 @@ def stage(model: ModelGraph, converted: Stage) -> Stage:
     """``engine:<m>`` of an LLM reads the engine block, the family, the target and TensorRT-LLM's toolchain."""
     spec, target = model.spec, model.target
     tools = trtllm.trt_fingerprint() if target == "trt" else {}
-    params = {"engine": spec.block("engine"), "family": spec.family, "target": target, "toolchain": tools, "code": CODE_VERSION}
+    # On cpu the stage writes a fixed note: no engine key changes it (the config stage reads the limits it needs).
+    engine = spec.block("engine") if target == "trt" else {}
+    params = {"engine": engine, "family": spec.family, "target": target, "toolchain": tools, "code": CODE_VERSION}
     return model.stage(
         "engine", params, action, f"{target} engines of {stage_owner(spec, 'engine')}", deps={"checkpoint": converted}, target=target,
         cached=True, fingerprint=trtllm.trt_fingerprint if target == "trt" else None,
+        unread={} if target == "trt" else {"engine": spec.block("engine")},
     )  # fmt: skip

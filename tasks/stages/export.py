@@ -20,6 +20,7 @@ from tasks.core.errors import UserError
 from tasks.core.stage import Stage, StageContext
 from tasks.families import checkpoint, encoders
 from tasks.families.converters import read_checkpoint_config
+from tasks.stages import fetch
 from tasks.stages.graph import ModelGraph
 from tasks.tools import toolchain
 
@@ -143,7 +144,9 @@ def stage(model: ModelGraph, fetched: Stage) -> Stage:
         "toolchain": toolchain.package_versions(*TOOLCHAIN),
         "code": CODE_VERSION,
     }
-    return model.stage("export", params, action, f"ONNX export of {spec.name}", deps={"hf": fetched}, cached=True)
+    # The exporter loads the config and the weights: a tokenizer edit does not re-export.
+    deps = {"hf": fetched.only(fetch.MODEL)}
+    return model.stage("export", params, action, f"ONNX export of {spec.name}", deps=deps, cached=True)
 
 
 if __name__ == "__main__":  # the worker process of ``action``

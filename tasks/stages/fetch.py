@@ -32,6 +32,7 @@ from tasks.core.stage import Stage, StageContext
 from tasks.families import weights
 from tasks.spec.modelspec import IMAGE_FAMILIES, SHA_RE, ModelSpec
 from tasks.stages.graph import ModelGraph, rel, stage_owner
+from tasks.triton import layout
 from tasks.triton.layout import PREPROCESSOR_FILE
 from tasks.triton.llm_layout import TOKENIZER_FILES
 
@@ -56,6 +57,19 @@ IGNORED = (
     "coreml/*", "*.mlmodel", "*.mlpackage/*", "*.ot", "rust_model*", "*.gguf", "*.tflite", "*.pt", "*.pth",
     "*.ckpt", "original/*",
 )  # fmt: skip
+
+
+# The parts of a checkpoint downstream stages read (see ``Stage.parts``), so an edit of one file reruns
+# only its readers: ``config`` the config stage (the checkpoint config, an image's preprocessor config),
+# ``front`` an encoder repository's tokenizer or preprocessing model, ``tokenizer`` an LLM repository's
+# pre/postprocessing, ``model`` the exporter and the converter (all but the tokenizer and preprocessor files).
+CONFIG, FRONT, TOKENIZER, MODEL = "config", "front", "tokenizer", "model"
+PARTS: dict[str, tuple[str, ...]] = {
+    CONFIG: (CONFIG_FILE, PREPROCESSOR_FILE),
+    FRONT: (*layout.TOKENIZER_FILES, PREPROCESSOR_FILE),
+    TOKENIZER: tuple(sorted(TOKENIZER_FILES)),
+    MODEL: ("*", *(f"!{name}" for name in sorted(TOKENIZER_FILES)), f"!{PREPROCESSOR_FILE}"),
+}
 
 
 def _walk(folder: Path) -> list[Path]:
@@ -308,4 +322,6 @@ def stage(model: ModelGraph) -> Stage:
     folder, files, source = source_files(model.spec)
     params = {"source": source, "code": CODE_VERSION}
     doc = f"checkpoint of {model.spec.name} from {model.spec.file}"
-    return model.stage("fetch", params, partial(action, folder=folder), doc, files=[rel(p) for p in files], cached=cache.current().fetch)
+    return model.stage(
+        "fetch", params, partial(action, folder=folder), doc, files=[rel(p) for p in files], cached=cache.current().fetch, parts=PARTS
+    )

@@ -23,6 +23,7 @@ from tasks.core import fsops, interrupts, manifest
 from tasks.core.errors import UserError
 from tasks.core.fsops import link_tree
 from tasks.core.stage import Stage, StageContext
+from tasks.stages import fetch
 from tasks.stages.graph import REPOS, ModelGraph
 from tasks.tools import toolchain
 from tasks.triton import layout, repository
@@ -164,12 +165,20 @@ def action(ctx: StageContext) -> None:
         log.warning("repo: %d artifacts were copied, not hardlinked (build/ and repos/ are on different filesystems)", copies)
 
 
+def checkpoint_part(fetched: Stage, kind: str, target: str) -> Stage:
+    """What a repository takes from a checkpoint: an encoder's front files, an LLM's tokenizer, on cpu the whole LLM."""
+    if kind == "llm":
+        return fetched if target == "cpu" else fetched.only(fetch.TOKENIZER)
+    return fetched.only(fetch.FRONT)
+
+
 def stage(model: ModelGraph, deps: Mapping[str, Stage], members: Mapping[str, Any] | None = None) -> Stage:
     """``repo:<m>`` reads the model's name, kind, family and target (and an ensemble's members) -> repos/<m>."""
     spec, m = model.spec, model.spec.variant
     params: dict[str, Any] = {"name": spec.name, "kind": spec.kind, "family": spec.family, "target": model.target}
     params |= {"members": members, "searchable": "index" in deps} if members else {}
     params["code"] = CODE_VERSION
+    deps = {role: checkpoint_part(dep, spec.kind, model.target) if dep.name == "fetch" else dep for role, dep in deps.items()}
     doc = f"Triton repository repos/{m}"
     # Built per target in build/<m>/repo/<target>/; repos/<m> serves the last target built, swapped in as hardlinks.
     return model.stage("repo", params, action, doc, deps=deps, served=REPOS / m)

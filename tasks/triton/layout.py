@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tasks.core.manifest import MANIFEST, RECORD
+from tasks.core.manifest import is_meta
 from tasks.families import encoders
 from tasks.triton import llm_layout
 from tasks.triton.repository import Artifact, TritonModel
@@ -66,7 +66,7 @@ def triton_models(
         return encoder_models(name, target, family)
     if kind == "ensemble":
         return ensemble_models(name, searchable)
-    # The fetch stage's own manifest and action record describe the build, not the checkpoint.
-    files = [p.name for p in hf_dir.iterdir() if p.is_file() and p.name not in {MANIFEST, RECORD}] if hf_dir is not None else []
+    # The fetch stage's own manifests and action record describe the build, not the checkpoint.
+    files = [p.name for p in hf_dir.iterdir() if p.is_file() and not is_meta(p.name)] if hf_dir is not None else []
     tokenizer, model = llm_layout.split_checkpoint_files(files)
     return llm_layout.llm_models(target, tokenizer_files=tokenizer, hf_files=model, engine_dirs=llm_layout.engine_dirs(family))

@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from tasks.core import hashing
-from tasks.core.stage import Stage, canonical, input_names, input_paths
+from tasks.core.inputnames import input_names
+from tasks.core.stage import Stage, canonical, input_paths
 from tasks.stages import kinds
 from tasks.tools import toolchain
 from tests.helpers import FAKES, ROOT, copy_project

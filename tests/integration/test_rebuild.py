@@ -128,3 +128,14 @@ def test_failed_rebuild_keeps_the_previous_repository(project: Path) -> None:
     assert after == before
     path.write_text(good, encoding="utf-8")
     assert build(project) == {"config:tiny"}  # same bytes as the last good config: repo untouched
+
+
+def test_a_key_only_trtexec_reads_runs_nothing_on_cpu_and_info_names_it(project: Path) -> None:
+    edit(project / "models/tiny.yaml", "engine:\n", "engine:\n  precision: fp16\n  opt_batch_size: 4\n")
+    assert build(project) == set()
+    info = run_doit(project, "info", "engine:tiny", "target=cpu")
+    assert "status     : up-to-date" in info.stdout
+    assert "'not read by target cpu'" in info.stdout
+    assert 'engine.precision: "fp16"' in info.stdout
+    assert "engine.opt_batch_size: 4" in info.stdout
+    assert "max_batch_size" not in info.stdout.split("not read by target cpu")[1]

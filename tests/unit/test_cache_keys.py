@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.core import stage
+from tasks.core import inputnames
 from tasks.triton import repository
 
 
@@ -33,7 +33,7 @@ def test_a_virtualenv_inside_the_checkout_names_its_package_files_as_one_elsewhe
     names = {}
     for venv in (inside / ".venv", outside):
         files = [Path("build/m/fetch/manifest.json"), venv / package / "config.json", venv / package / "1_Pooling/config.json"]
-        names[venv] = stage.input_names(files)
+        names[venv] = inputnames.input_names(files)
     assert (
         names[inside / ".venv"]
         == names[outside]

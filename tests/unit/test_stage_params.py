@@ -2,7 +2,8 @@
 
 ``data/params.json`` was written from the graph before ``tasks/`` was arranged in layers.  The machine's
 toolchain (package versions, GPU, container, a Hub branch's commit) is pinned, so the file holds what the
-project decides, not what this machine has installed.
+project decides, not what this machine has installed.  After a deliberate change of what a stage reads,
+rewrite it with ``python -m tests.unit.test_stage_params`` and review the diff: every changed entry moves keys.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from typing import Any
 import pytest
 
 from tasks.bench import perfrun
-from tasks.core.stage import Stage, canonical, input_names
+from tasks.core.inputnames import input_names
+from tasks.core.stage import Stage, canonical
 from tasks.stages import fetch, kinds
 from tasks.tools import toolchain
 
@@ -28,7 +30,7 @@ def described(stage: Stage) -> Any:
         params["source"]["version"] = "installed"  # the pip package's version is this machine's
     return canonical({
         "params": params,
-        "deps": {k: d.task_name for k, d in stage.deps.items()},
+        "deps": {k: d.task_name + (f" ({d.part})" if d.part else "") for k, d in stage.deps.items()},
         "files": input_names(stage.files),
         "out_dir": stage.out_dir.as_posix(),
         "target": stage.target,
@@ -73,3 +75,14 @@ def test_a_changed_param_is_seen(monkeypatch: pytest.MonkeyPatch) -> None:
     expected = json.loads(EXPECTED.read_text(encoding="utf-8"))
     found = graph_stages()
     assert sorted(n for n in expected if found[n] != expected[n]) == sorted(n for n in expected if "/fetch:" in n)
+
+
+def _rewrite() -> None:
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        pinned.__wrapped__(monkeypatch)  # type: ignore[attr-defined]
+        found = graph_stages()
+    EXPECTED.write_text(json.dumps(found, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    _rewrite()
