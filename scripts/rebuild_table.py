@@ -1,11 +1,11 @@
 # ruff: noqa: INP001 - a generator run by path; the table it writes is committed
-"""Write the "what reruns when" table of docs/stages.md from the rebuild matrix the tests record.
+"""Write the "what reruns when" table of README.md and docs/stages.md from the rebuild matrix the tests record.
 
     python scripts/rebuild_table.py
 
 ``tests/integration/test_rebuild_matrix.py`` pins, per edit and target, the stages a build runs, in
-``tests/unit/data/rebuild_matrix.json``; this script renders that file between the table's marker comments,
-and ``tests/unit/test_rebuild_doc.py`` fails when the two differ.  The table is never edited by hand.
+``tests/unit/data/rebuild_matrix.json``; this script renders that file between the table's marker comments
+of both documents, and ``tests/unit/test_rebuild_doc.py`` fails when one differs.  The table is never edited by hand.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 MATRIX = ROOT / "tests/unit/data/rebuild_matrix.json"
 DOC = ROOT / "docs/stages.md"
+DOCS = (ROOT / "README.md", DOC)
 BEGIN, END = "<!-- rebuild-table:begin -->", "<!-- rebuild-table:end -->"
 ORDER = ("fetch", "convert", "export", "engine", "index", "config", "repo", "bench", "compare")
 # Table columns: the model and target of the matrix cell each shows, and whether its bench task counts.
@@ -52,7 +53,8 @@ def replaced(doc: str, table: str) -> str:
 
 def main() -> None:
     matrix = json.loads(MATRIX.read_text(encoding="utf-8"))
-    DOC.write_text(replaced(DOC.read_text(encoding="utf-8"), render(matrix)), encoding="utf-8")
+    for doc in DOCS:
+        doc.write_text(replaced(doc.read_text(encoding="utf-8"), render(matrix)), encoding="utf-8")
 
 
 if __name__ == "__main__":

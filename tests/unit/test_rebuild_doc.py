@@ -1,4 +1,4 @@
-"""docs/stages.md's "what reruns when" table is the rebuild matrix the integration test pins, rendered."""
+"""The "what reruns when" table of README.md and docs/stages.md is the rebuild matrix the integration test pins, rendered."""
 
 from __future__ import annotations
 
@@ -24,10 +24,12 @@ def doc_table(text: str, begin: str, end: str) -> str:
     return text.split(begin, 1)[1].split(end, 1)[0].strip()
 
 
-def test_the_doc_table_is_the_recorded_matrix() -> None:
+def test_the_doc_tables_are_the_recorded_matrix() -> None:
     table = script()
     matrix = json.loads(MATRIX.read_text(encoding="utf-8"))
-    assert doc_table(table.DOC.read_text(encoding="utf-8"), table.BEGIN, table.END) == table.render(matrix)
+    assert [p.name for p in table.DOCS] == ["README.md", "stages.md"]
+    for doc in table.DOCS:
+        assert doc_table(doc.read_text(encoding="utf-8"), table.BEGIN, table.END) == table.render(matrix), doc
 
 
 def test_an_edited_cell_is_seen() -> None:
