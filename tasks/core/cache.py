@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -169,20 +168,12 @@ def _local_blobs() -> dict[str, Path]:
     """sha256 -> a file under build/ that a stage's manifest says has it (checked again before use)."""
     found: dict[str, Path] = {}
     # build/<m>/<stage>/ and, for a stage kept per target, build/<m>/<stage>/<target>/.
-    stages = [stage for model in _folders(BUILD) for stage in _folders(model)]
-    for folder in sorted([*stages, *(target for stage in stages for target in _folders(stage))]):
+    stages = [stage for model in fsops.subfolders(BUILD) for stage in fsops.subfolders(model)]
+    for folder in sorted([*stages, *(target for stage in stages for target in fsops.subfolders(stage))]):
         content = manifest.load(folder)
         for rel, (_, digest) in (content.files if content else {}).items():
             found.setdefault(digest, folder / rel)
     return found
-
-
-def _folders(parent: Path) -> list[Path]:
-    """Sub-folders, without work trees (``.<name>.tmp-<pid>``): another build may remove one while this one looks."""
-    try:
-        return [Path(e.path) for e in os.scandir(parent) if not e.name.startswith(".") and e.is_dir(follow_symlinks=False)]
-    except OSError:  # gone meanwhile
-        return []
 
 
 def _materialise(store: Store, entry: Entry, work: Path, task: str) -> bool:

@@ -52,14 +52,26 @@ def remove_stale_tmp_in(folder: Path) -> None:
 
 
 def _remove_stale(folder: Path, base: str | None) -> None:
-    if not folder.is_dir():
+    try:
+        # Names only (no Path per entry): every mutating run looks into every folder of build/.
+        names = [e.name for e in os.scandir(folder) if e.name.startswith(".") and _TMP_MARK in e.name]
+    except OSError:  # not there (yet), or not a folder
         return
-    for entry in folder.iterdir():
-        name, mark, pid = entry.name.rpartition(_TMP_MARK)
-        ours = name == base if base is not None else name.startswith(".") and len(name) > 1
-        if mark and ours and pid.isdigit() and not _pid_alive(int(pid)):
+    for entry_name in names:
+        name, _, pid = entry_name.rpartition(_TMP_MARK)
+        ours = name == base if base is not None else len(name) > 1
+        if ours and pid.isdigit() and not _pid_alive(int(pid)):
+            entry = folder / entry_name
             log.info("removing %s left by an interrupted run", entry)
             remove_tree(entry)
+
+
+def subfolders(parent: Path) -> list[Path]:
+    """Sub-folders, sorted, without dot names (work trees ``.<name>.tmp-<pid>`` another run may remove meanwhile)."""
+    try:
+        return sorted(Path(e.path) for e in os.scandir(parent) if not e.name.startswith(".") and e.is_dir(follow_symlinks=False))
+    except OSError:  # not there, or gone meanwhile
+        return []
 
 
 def remove_tree(path: Path) -> None:

@@ -106,6 +106,17 @@ class Stage:
     def manifest_path(self) -> Path:
         return self.meta / (manifest.MANIFEST if self.part is None else manifest.part_name(self.part))
 
+    @cached_property
+    def doit_files(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """Doit's ``file_dep`` and ``targets``, made once (a graph snapshot keeps them)."""
+        deps = tuple(p.as_posix() for p in input_paths(self))
+        targets = (
+            self.manifest_path.as_posix(),
+            *((self.meta / manifest.part_name(p)).as_posix() for p in self.parts),
+            *(p.as_posix() for p in self.published.values()),
+        )
+        return deps, targets
+
     def only(self, part: str) -> Stage:
         """A view of the stage for an input that depends on one part of its output."""
         if part not in self.parts:
@@ -225,12 +236,8 @@ def to_task(stage: Stage) -> dict[str, Any]:
         "name": stage.model,
         "doc": stage.doc,
         "actions": [(run_stage, [stage])],
-        "file_dep": [p.as_posix() for p in input_paths(stage)],
-        "targets": [
-            stage.manifest_path.as_posix(),
-            *((stage.meta / manifest.part_name(p)).as_posix() for p in stage.parts),
-            *(p.as_posix() for p in stage.published.values()),
-        ],
+        "file_dep": list(stage.doit_files[0]),
+        "targets": list(stage.doit_files[1]),
         "uptodate": [ParamsCheck(stage), OutputCheck(stage)],
         "verbosity": 2,
         **({"meta": {f"not read by target {stage.target}": unread_keys(stage)}} if stage.unread else {}),

@@ -124,9 +124,9 @@ def remove_stale_work_trees() -> None:
     a stage that never runs again would otherwise keep its leftover forever.
     """
     fsops.remove_stale_tmp_in(REPOS)
-    for model in sorted(p for p in BUILD.glob("*/") if p.is_dir() and not p.name.startswith(".")):
+    for model in fsops.subfolders(BUILD):
         fsops.remove_stale_tmp_in(model)
-        for folder in sorted(p for p in model.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        for folder in fsops.subfolders(model):
             fsops.remove_stale_tmp_in(folder)
 
 

@@ -179,6 +179,9 @@ def save(path: Path, graph: Graph, said: Said, record: observe.Recording, starte
     if record.volatile:
         log.debug("graph not kept: the load asked %s", "; ".join(record.volatile))
         return
+    for stages in graph.stages.values():
+        for stage in stages:
+            _ = stage.doit_files  # computed now, kept in the snapshot: a reuse makes no paths
     if _write(path, {"graph": graph, "said": said, "paths": record.paths, "digests": _digests(record.paths)}):
         _prune(path.parent)
 
