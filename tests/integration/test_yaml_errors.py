@@ -396,12 +396,21 @@ ENSEMBLE_CASES = [
 def test_bad_ensemble_file_is_one_line_and_exit_3(project: Path, old: str, new: str, message: str) -> None:
     assert old in VLM
     (project / V).write_text(VLM.replace(old, new, 1))
-    result = run_doit(project, "build:tiny", "target=cpu")
+    result = run_doit(project, "build:vlm", "target=cpu")
     assert result.rc == 3
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith(f"ERROR: {message}"), lines[0]
     assert not (project / "build/tiny").exists()
+
+
+def test_a_command_naming_one_model_does_not_read_the_others(project: Path) -> None:
+    (project / V).write_text(VLM.replace("text: tiny", "text: nosuchmodel", 1))
+    built = run_doit(project, "build:tiny", "target=cpu")
+    assert built.rc == 0, built.stderr
+    listed = run_doit(project, "list")  # every model: the broken ensemble is named
+    assert listed.rc == 3
+    assert listed.stderr.strip().splitlines() == [f"ERROR: {V}: members.text: no model file nosuchmodel.yaml in the same folder"]
 
 
 def test_a_swept_member_is_one_of_its_variants_named_in_full(project: Path) -> None:
@@ -412,7 +421,7 @@ def test_a_swept_member_is_one_of_its_variants_named_in_full(project: Path) -> N
         )
     )
     (project / V).write_text(VLM)
-    result = run_doit(project, "build:tiny", "target=cpu")
+    result = run_doit(project, "build:vlm", "target=cpu")
     assert result.rc == 3
     expected = (
         f"ERROR: {V}: members.text: models/tiny.yaml has a sweep: name one of its variants (tiny@instance_count-1, tiny@instance_count-2)"
