@@ -44,13 +44,17 @@ _PACKAGE = Path(__file__).resolve().parents[1]
 _POSIX_PATH = type(Path())
 
 
-def code_version() -> list[tuple[str, observe.Signature]]:
-    """Every file of the ``tasks`` package (templates, flag tables), ``dodo.py`` and the pinned versions by stat signature."""
+def code_version() -> list[tuple[str, str]]:
+    """Every file of the ``tasks`` package (templates, flag tables), ``dodo.py`` and the pinned versions by content.
+
+    Through the stat cache: a stat each, and a hash only for a file whose stat changed (templates
+    are also stage inputs, so a ``touch`` of every input touches them).
+    """
     files = [Path("dodo.py").resolve(), versions.VERSIONS_FILE.resolve()]
     for folder, dirs, names in os.walk(_PACKAGE):
         dirs[:] = sorted(d for d in dirs if d != "__pycache__")
         files.extend(Path(folder, n) for n in sorted(names) if not n.endswith(".pyc"))
-    return [(str(p), observe.signature(str(p))) for p in files]
+    return [(str(p), hashing.digest(p)) for p in files]
 
 
 def environment(env: Mapping[str, str]) -> dict[str, str]:

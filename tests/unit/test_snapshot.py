@@ -319,18 +319,19 @@ def test_touched_inputs_cost_a_hash_each_then_nothing(project: Path, monkeypatch
     settle()
     loads = Loads()
     reload(loads)
-    touched = [project / "models" / "tiny.yaml", project.parent / "ckpt" / "config.json", project / "models"]
+    template = next((project / "tasks" / "templates" / "encoder").glob("*/config.pbtxt"))  # code, and a config input
+    touched = [project / "models" / "tiny.yaml", project.parent / "ckpt" / "config.json", template, project / "models"]
     later = time.time() + 5
     for path in touched:
         os.utime(path, (later, later))
     hashed: list[Path] = []
-    digest = hashing.StatCache.digest
+    sha256_file = hashing.sha256_file
 
-    def counting(self: hashing.StatCache, path: Path, st: os.stat_result | None = None) -> str:
+    def counting(path: Path) -> str:
         hashed.append(path)
-        return digest(self, path, st)
+        return sha256_file(path)
 
-    monkeypatch.setattr(hashing.StatCache, "digest", counting)
+    monkeypatch.setattr(hashing, "sha256_file", counting)
     first = reload(loads)
     assert loads.count == 1  # same bytes: the snapshot stands
     assert sorted(map(str, hashed)) == sorted(str(p) for p in touched if p.is_file())
