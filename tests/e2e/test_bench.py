@@ -130,18 +130,8 @@ def test_json_and_png_carry_the_same_numbers_and_the_run_facts(project: Path) ->
     assert doc["streaming"] is False
     assert isinstance(doc["toolchain"], dict)
     assert doc["toolchain"]["tritonserver"] == "2.51.0"
-    assert doc["engine"] == {
-        "max_batch_size": 8,
-        "max_seq_len": 32,
-        "opt_batch_size": 8,
-        "opt_seq_len": 32,
-        "precision": "fp32",
-        "calibration_cache": None,
-        "timing_cache": True,
-        "workspace_mb": None,
-        "flags": {},
-        "extra_args": [],
-    }
+    # The settings the measured engine was built with: on cpu, the keys onnxruntime's engine reads.
+    assert doc["engine"] == {"max_batch_size": 8, "max_seq_len": 32}
     git = doc["git"]
     assert isinstance(git, dict)
     assert set(git) == {"commit", "dirty"}
