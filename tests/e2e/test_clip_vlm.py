@@ -160,8 +160,13 @@ def test_corpus_and_top_k_edits_rebuild_only_what_reads_them(project: Path) -> N
 
 
 def test_member_engine_edit_with_identical_bytes_stops_before_the_ensemble(project: Path) -> None:
-    # On cpu the onnxruntime model does not depend on batch limits: engine re-runs, its bytes do not change.
+    # A key only trtexec reads: nothing runs on cpu.
     edit(project / "models/clipv.yaml", "opt_batch_size: 4", "opt_batch_size: 2")
+    result = run_doit(project, "build:vlm", "target=cpu")
+    assert result.rc == 0, result.stdout + result.stderr
+    assert result.executed == set()
+    # On cpu the onnxruntime model does not depend on batch limits: engine re-runs, its bytes do not change.
+    edit(project / "models/clipv.yaml", "engine:\n  max_batch_size: 8", "engine:\n  max_batch_size: 16")
     result = run_doit(project, "build:vlm", "target=cpu")
     assert result.rc == 0, result.stdout + result.stderr
     assert result.executed == {"engine:clipv"}
