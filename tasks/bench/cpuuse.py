@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tasks.bench import metrics
+from tasks.core import procstat
 
 _TICK_S = 1.0 / os.sysconf("SC_CLK_TCK")
-_UTIME_FIELD = 11  # utime, then stime, counted after the ``(comm)`` field of /proc/<pid>/stat
 # The warning thresholds: the client's share of one core, the machine's share of all cores.
 CLIENT_WARN_CORES = 0.5
 MACHINE_WARN_SHARE = 0.9
@@ -36,12 +36,8 @@ def children_cpu_s() -> float:
 
 def process_cpu_s(pid: int) -> float | None:
     """One live process's CPU seconds, None once it is gone."""
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = raw[raw.rindex(")") + 2 :].split()
-    return (int(fields[_UTIME_FIELD]) + int(fields[_UTIME_FIELD + 1])) * _TICK_S
+    found = procstat.fields(pid)
+    return None if found is None else (int(found[procstat.UTIME]) + int(found[procstat.STIME])) * _TICK_S
 
 
 def machine_busy_s() -> float | None:

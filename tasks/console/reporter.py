@@ -18,11 +18,12 @@ import logging
 import os
 import time
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 from doit.exceptions import BaseFail
 from doit.reporter import ConsoleReporter
+
+from tasks.core import procstat
 
 RAN, UP_TO_DATE, FAILED = "ran", "up to date", "failed"
 
@@ -30,8 +31,10 @@ RAN, UP_TO_DATE, FAILED = "ran", "up to date", "failed"
 def process_seconds() -> float | None:
     """Seconds since this process started (Linux ``/proc``), or None where that is not known."""
     try:
-        fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
-        started = int(fields[19]) / os.sysconf("SC_CLK_TCK")  # starttime, clock ticks after boot
+        found = procstat.fields("self")
+        if found is None:
+            return None
+        started = int(found[procstat.STARTTIME]) / os.sysconf("SC_CLK_TCK")  # clock ticks after boot
         return max(0.0, time.clock_gettime(time.CLOCK_BOOTTIME) - started)
     except (OSError, ValueError, IndexError, AttributeError):
         return None

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from pathlib import Path
 
+from tasks.core import procstat
 from tasks.core.errors import UserError
 from tasks.triton.argv import STUB_NAME, Ports
 
@@ -110,13 +111,10 @@ class _ProcStat:
 
 
 def _proc_stat(pid: int) -> _ProcStat | None:
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
+    found = procstat.fields(pid)
+    if found is None:
         return None
-    # comm may hold spaces and parentheses: the fixed fields follow the last ')'.
-    fields = raw.rpartition(")")[2].split()
-    return _ProcStat(state=fields[0], pgrp=int(fields[2]), session=int(fields[3]))
+    return _ProcStat(state=found[procstat.STATE], pgrp=int(found[procstat.PGRP]), session=int(found[procstat.SESSION]))
 
 
 def _alive(pid: int) -> bool:

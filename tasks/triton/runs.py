@@ -25,24 +25,21 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tasks.core import procstat
+
 log = logging.getLogger(__name__)
 
 DEFAULT_DIR = Path("build/.cache/triton-runs")
 SHM_DIR = Path("/dev/shm")  # noqa: S108 - where POSIX shm regions live on Linux
 SHM_PREFIX = "triton_python_backend_shm_region_"
-_STARTTIME_FIELD = 19  # field 22 of /proc/<pid>/stat, counted after "pid (comm) "
 _KILL_WAIT_S = 5.0
 _TOKEN_CHARS = 8
 
 
 def start_time(pid: int) -> int | None:
     """Return the kernel start time of a live (non-zombie) *pid*, None if there is none."""
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = raw.rpartition(")")[2].split()
-    return None if fields[0] == "Z" else int(fields[_STARTTIME_FIELD])
+    found = procstat.fields(pid)
+    return None if found is None or found[procstat.STATE] == "Z" else int(found[procstat.STARTTIME])
 
 
 def _path(runs_dir: Path, server_pid: int) -> Path:
