@@ -50,7 +50,9 @@ def code_version() -> list[tuple[str, str]]:
     Through the stat cache: a stat each, and a hash only for a file whose stat changed (templates
     are also stage inputs, so a ``touch`` of every input touches them).
     """
-    files = [Path("dodo.py").resolve(), versions.VERSIONS_FILE.resolve()]
+    # The checkout's dodo.py beside the package, not the cwd's: doit may run it with -f from another
+    # folder (the conformance kit's projects do).
+    files = [path for path in (_PACKAGE.parent / "dodo.py", versions.VERSIONS_FILE.resolve()) if path.exists()]
     for folder, dirs, names in os.walk(_PACKAGE):
         dirs[:] = sorted(d for d in dirs if d != "__pycache__")
         files.extend(Path(folder, n) for n in sorted(names) if not n.endswith(".pyc"))
