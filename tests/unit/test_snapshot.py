@@ -184,7 +184,13 @@ def _pinned_versions(root: Path) -> None:
     path.write_text(path.read_text() + "# note\n")
 
 
+def _dodo(root: Path) -> None:
+    path = root / "dodo.py"
+    path.write_text(path.read_text() + "# note\n")
+
+
 EDITS: dict[str, Callable[[Path], None]] = {
+    "dodo.py": _dodo,
     "model file edited": _edit_model,
     "model file added": _new_model,
     "model file removed": _removed_model,
@@ -208,6 +214,18 @@ def test_each_kind_of_input_edit_loads_the_models_again(project: Path, edit: str
     assert described(graph) == described(kinds.build_graph(CPU))
     reload(loads)
     assert loads.count == 2, f"{edit}: the new graph was not kept"
+
+
+def test_the_key_holds_the_checkouts_dodo_when_doit_runs_from_another_folder(
+    project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # doit -f <checkout>/dodo.py -d <folder>, as the conformance kit runs its projects.
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    before = snapshot.key(CPU, VARIABLES, {})
+    _dodo(project)
+    assert snapshot.key(CPU, VARIABLES, {}) != before
 
 
 @pytest.mark.usefixtures("shipped")
