@@ -33,10 +33,13 @@ class TritonPythonModel:
         return []
 """
 
+# The test stops this launcher with SIGINT, as a Ctrl-C would: a suite started as a shell's
+# background job inherits SIGINT ignored, so the launcher takes Python's own handler back.
 LAUNCH = """\
-import sys, time
+import signal, sys, time
 from pathlib import Path
 from tasks.triton.launcher import TritonServer
+signal.signal(signal.SIGINT, signal.default_int_handler)
 with TritonServer(Path(sys.argv[1]), "cpu", Path(sys.argv[2]), startup_timeout_s=60):
     time.sleep(600)
 """
