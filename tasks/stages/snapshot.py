@@ -41,6 +41,9 @@ KEEP = 8  # snapshots kept (one per target and set of variables); the oldest go 
 # the NGC image's release, PATH for tools); tests/unit/test_snapshot.py holds the code to this list.
 ENV_PREFIXES = ("HF_", "HUGGINGFACE_", "TRANSFORMERS_", "TRITONGRAPH_", "NVIDIA_", "TRTLLM_", "PATH", "PYTHONPATH", "HOME", "XDG_")
 _PACKAGE = Path(__file__).resolve().parents[1]
+# The checkout's dodo.py beside the package, not the cwd's: doit may run it with -f from another
+# folder (the conformance kit's projects do).
+DODO = _PACKAGE.parent / "dodo.py"
 _POSIX_PATH = type(Path())
 
 
@@ -50,9 +53,7 @@ def code_version() -> list[tuple[str, str]]:
     Through the stat cache: a stat each, and a hash only for a file whose stat changed (templates
     are also stage inputs, so a ``touch`` of every input touches them).
     """
-    # The checkout's dodo.py beside the package, not the cwd's: doit may run it with -f from another
-    # folder (the conformance kit's projects do).
-    files = [path for path in (_PACKAGE.parent / "dodo.py", versions.VERSIONS_FILE.resolve()) if path.exists()]
+    files = [path for path in (DODO, versions.VERSIONS_FILE) if path.exists()]
     for folder, dirs, names in os.walk(_PACKAGE):
         dirs[:] = sorted(d for d in dirs if d != "__pycache__")
         files.extend(Path(folder, n) for n in sorted(names) if not n.endswith(".pyc"))

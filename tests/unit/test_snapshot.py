@@ -88,6 +88,7 @@ def _project(tmp_path: Path, tiny_bert: Path, monkeypatch: pytest.MonkeyPatch, *
     monkeypatch.chdir(root)
     # The copy's package stands for the code: editing it must not touch the checkout's.
     monkeypatch.setattr(snapshot, "_PACKAGE", root / "tasks")
+    monkeypatch.setattr(snapshot, "DODO", root / "dodo.py")
     monkeypatch.setattr(versions, "VERSIONS_FILE", root / "docker" / "versions.env")
     monkeypatch.setattr(fetch, "resolve_revision", lambda repo, rev: f"commit-of-{repo}@{rev}")
     return root

@@ -18,8 +18,8 @@ from pathlib import Path
 from tasks.commands.conformance import fixtures
 from tasks.core import fsops
 from tasks.core.errors import UserError
+from tasks.stages.snapshot import DODO
 
-DODO = Path(__file__).resolve().parents[3] / "dodo.py"
 _BUILD_TIMEOUT_S = 1800
 
 # The LLMs build in fp32 on both sides: a tiny random model has near-tied logits that fp16 rounding
